@@ -1,0 +1,1 @@
+"""Behavioural and TFT features shared by training and scoring; the raw contract in spec."""

@@ -1,0 +1,55 @@
+"""The ``fraud`` console script: one module per command, registered here.
+
+Command modules import heavy libraries (TensorFlow, Beam) inside their
+functions, so ``fraud --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from fraud.errors import InputError
+
+app = typer.Typer(
+    name="fraud",
+    help="Card-fraud detection: simulate, ingest, train, evaluate, serve, score, triage.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _register() -> None:
+    """Attach every command module's Typer commands to ``app``."""
+    from fraud.cli import produce, simulate
+
+    app.command("simulate")(simulate.simulate)
+    app.command("produce")(produce.produce)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point: run the app; input errors exit 2 with a one-line reason."""
+    try:
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - click usage errors and the rest
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise

@@ -1,0 +1,5 @@
+"""`fraud produce` (being written)."""
+
+def produce() -> None:
+    """Not implemented yet."""
+    raise NotImplementedError

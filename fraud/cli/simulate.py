@@ -1,0 +1,5 @@
+"""`fraud simulate` (being written)."""
+
+def simulate() -> None:
+    """Not implemented yet."""
+    raise NotImplementedError

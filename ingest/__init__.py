@@ -1,0 +1,1 @@
+"""Getting transactions in: validation, file readers, Kafka helpers, the bank simulator."""

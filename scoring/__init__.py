@@ -1,0 +1,1 @@
+"""The streaming scorer, model clients, the alerts database and the analyst tools."""

@@ -1,0 +1,1 @@
+"""The batch retraining job: Beam + TFT, Keras under tf.distribute, export, evaluation."""
