@@ -8,4 +8,5 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytest_plugins = [
     "tests.fixtures.broker",
     "tests.fixtures.databases",
+    "tests.fixtures.model_server",
 ]

@@ -23,10 +23,19 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach every command module's Typer commands to ``app``."""
-    from fraud.cli import produce, simulate
+    from fraud.cli import evaluate, produce, simulate
 
     app.command("simulate")(simulate.simulate)
     app.command("produce")(produce.produce)
+    app.command("evaluate")(evaluate.evaluate)
+    from fraud.cli import alerts, db, labels
+
+    app.add_typer(db.app, name="db")
+    app.add_typer(alerts.app, name="alerts")
+    app.add_typer(labels.app, name="labels")
+    from fraud.cli import model_server
+
+    app.command("model-server")(model_server.model_server)
 
 
 _register()

@@ -1,5 +1,154 @@
-"""`fraud produce` (being written)."""
+"""`fraud produce`: publish transaction files to Kafka in event-time order."""
 
-def produce() -> None:
-    """Not implemented yet."""
-    raise NotImplementedError
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fraud.errors import InputError
+
+
+def _date(option: str, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"{option}: expected a date YYYY-MM-DD, got {value!r}") from None
+
+
+def produce(
+    input_path: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            help="A .csv/.parquet/.jsonl file or a directory of them.",
+            envvar="FRAUD_INPUT",
+        ),
+    ],
+    bootstrap_servers: Annotated[
+        str,
+        typer.Option(
+            help="Kafka bootstrap servers, HOST:PORT[,...].", envvar="FRAUD_BOOTSTRAP_SERVERS"
+        ),
+    ] = "localhost:9092",
+    topic: Annotated[
+        str, typer.Option(help="Transactions topic.", envvar="FRAUD_TOPIC")
+    ] = "transactions",
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Target events/s, paced evenly; default as fast as possible.",
+            envvar="FRAUD_RATE",
+            min=0.001,
+        ),
+    ] = None,
+    labels_topic: Annotated[
+        str | None,
+        typer.Option(
+            help="Also publish each label there (e.g. fraud-labels); needs labelled input.",
+            envvar="FRAUD_LABELS_TOPIC",
+        ),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="First day to publish (YYYY-MM-DD, UTC, inclusive).", envvar="FRAUD_START"
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(help="Last day to publish (YYYY-MM-DD, UTC, inclusive).", envvar="FRAUD_END"),
+    ] = None,
+    partitions: Annotated[
+        int,
+        typer.Option(
+            help="Partitions of topics created by this command.", envvar="FRAUD_PARTITIONS", min=1
+        ),
+    ] = 3,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            help="Skip and count invalid records instead of stopping.", envvar="FRAUD_SKIP_INVALID"
+        ),
+    ] = False,
+    acks: Annotated[
+        str, typer.Option(help="Producer acks: all, 1 or 0.", envvar="FRAUD_ACKS")
+    ] = "all",
+    linger_ms: Annotated[
+        int,
+        typer.Option(help="Producer linger (batching delay), ms.", envvar="FRAUD_LINGER_MS", min=0),
+    ] = 5,
+) -> None:
+    """Publish transactions keyed by customer in event-time order; Ctrl-C stops cleanly.
+
+    Prints {"sent", "labels_sent", "seconds", "events_per_s", ...} as the last line.
+    """
+    from ingest.kafka_io import KafkaSettings, check_reachable
+    from ingest.producer import ProduceOptions, publish, stop_on_signals
+    from ingest.readers import read_transactions
+
+    if acks not in ("all", "1", "0"):
+        raise InputError(f"--acks: expected all, 1 or 0, got {acks!r}")
+    settings = KafkaSettings.from_env(bootstrap_servers)
+    options = ProduceOptions(
+        topic=topic,
+        labels_topic=labels_topic,
+        rate=rate,
+        partitions=partitions,
+        acks="all" if acks == "all" else int(acks),
+        linger_ms=linger_ms,
+    )
+    first, last = _date("--start", start), _date("--end", end)
+    check_reachable(settings)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        began = time.perf_counter()
+        read = read_transactions(
+            input_path,
+            labelled=labels_topic is not None,
+            skip_invalid=skip_invalid,
+            start=first,
+            end=last,
+        )
+        read_seconds = time.perf_counter() - began
+        with _progress(read.table.num_rows) as advance:
+            result = publish(read.table, settings, options, stop=stop, progress=advance)
+    _report_skipped(read.skipped, read.errors)
+    if result.interrupted:
+        typer.echo(f"interrupted: sent {result.sent} of {read.table.num_rows}", err=True)
+    figures = {
+        "sent": result.sent,
+        "labels_sent": result.labels_sent,
+        "seconds": round(result.seconds, 3),
+        "events_per_s": round(result.events_per_s, 1),
+        "skipped": read.skipped,
+        "read_seconds": round(read_seconds, 3),
+        "interrupted": result.interrupted,
+    }
+    typer.echo(json.dumps(figures))
+
+
+def _report_skipped(skipped: int, errors: tuple[Exception, ...]) -> None:
+    if skipped:
+        typer.echo(f"skipped {skipped} invalid records; first: {errors[0]}", err=True)
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[int], None]]:
+    """Show a rich progress bar on stderr; yield the function that advances it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("publishing", total=total)
+        yield lambda n: bar.advance(task, n)

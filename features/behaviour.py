@@ -1,0 +1,226 @@
+"""Behavioural (stateful) features: one implementation for training and scoring.
+
+The training job replays history through :func:`compute_features`; the live
+scorer keeps a :class:`BehaviourState` and calls
+:meth:`BehaviourState.update_and_read` on each micro-batch of events and
+:meth:`BehaviourState.apply_labels` on labels. Both end in the same per-event
+code of :mod:`features.customer_state` and :mod:`features.terminal_state`, so a
+transaction gets the same features either way (``tests/unit/test_behaviour_parity.py``).
+
+Ordering and lateness: events of one customer are processed in arrival order,
+which on Kafka is the producer's event-time order (messages are keyed by
+customer). An event that arrives out of order is inserted at its event time
+and its windows are read as of that time; later events see it. State keeps
+``late_tolerance`` beyond the longest look-back, so events up to that late
+still find all of their window history; terminal windows end ``delay`` days
+back, so cross-partition disorder shorter than the delay cannot change them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from features import spec
+from features.customer_state import CustomerStore
+from features.state_codec import decode_state, encode_state
+from features.terminal_state import TerminalStore
+from features.sharding import sharded_replay
+from features.timebase import DAY_US, calendar_features, to_epoch_us
+
+#: Below this many rows a batch replay runs in-process (pool start-up costs more).
+_PARALLEL_MIN_ROWS = 200_000
+#: Sweep idle keys out of the state at most this often (in event time).
+_SWEEP_EVERY_US = DAY_US
+
+
+@dataclass(frozen=True)
+class BehaviourConfig:
+    """Windows, label delay and lateness tolerance of the behavioural features."""
+
+    windows_days: tuple[int, ...] = spec.WINDOWS_DAYS
+    delay_days: int = spec.DEFAULT_DELAY_DAYS
+    late_tolerance_hours: int = 24
+
+    def __post_init__(self) -> None:
+        if not self.windows_days or min(self.windows_days) <= 0:
+            raise ValueError(f"windows_days must be positive, got {self.windows_days}")
+        if self.delay_days < 0 or self.late_tolerance_hours < 0:
+            raise ValueError("delay_days and late_tolerance_hours must be >= 0")
+        if self.windows_days != spec.WINDOWS_DAYS:
+            raise ValueError(
+                f"the model contract names features for windows {spec.WINDOWS_DAYS}; "
+                f"got {self.windows_days}"
+            )
+
+
+class BehaviourState:
+    """Per-customer and per-terminal state of the behavioural features.
+
+    Serialisable (:meth:`to_bytes` / :meth:`from_bytes`), bounded (keys and
+    labels that fall out of the longest look-back are dropped), and warmable
+    from labelled history files (:meth:`warm`).
+    """
+
+    def __init__(self, config: BehaviourConfig | None = None) -> None:
+        self.config = config or BehaviourConfig()
+        tolerance_us = self.config.late_tolerance_hours * 3600 * 1_000_000
+        self.customers = CustomerStore(self.config.windows_days, tolerance_us)
+        self.terminals = TerminalStore(
+            self.config.windows_days, self.config.delay_days, tolerance_us
+        )
+        #: Latest event time seen (µs), or None before the first event.
+        self.watermark_us: int | None = None
+        self._last_sweep_us: int | None = None
+
+    # -- events ---------------------------------------------------------------
+
+    def update_and_read(self, transactions: pa.Table, *, with_labels: bool = False) -> pa.Table:
+        """Add events (in row order) to the state and return their features.
+
+        ``transactions`` has the columns of :func:`features.spec.arrow_schema`.
+        With ``with_labels`` the ``is_fraud`` column is stored as each
+        transaction's label (labelled history); otherwise labels come later
+        through :meth:`apply_labels`. Returns one row per input row with the
+        columns :data:`features.spec.BEHAVIOURAL_FEATURES` (float32).
+        """
+        times = to_epoch_us(transactions.column(spec.TIMESTAMP))
+        return self._update(transactions, times, with_labels=with_labels)
+
+    def _update(self, table: pa.Table, times: np.ndarray, *, with_labels: bool) -> pa.Table:
+        times_list = times.tolist()
+        customer = self.customers.update_and_read(
+            table.column(spec.CUSTOMER_ID).to_pylist(),
+            times_list,
+            table.column(spec.AMOUNT).to_pylist(),
+            table.column(spec.TERMINAL_ID).to_pylist(),
+            table.column(spec.MERCHANT_CATEGORY).to_pylist(),
+        )
+        frauds = table.column(spec.LABEL_KEY).to_pylist() if with_labels else None
+        terminal = self.terminals.update_and_read(
+            table.column(spec.TERMINAL_ID).to_pylist(),
+            times_list,
+            table.column(spec.TRANSACTION_ID).to_pylist(),
+            frauds,
+        )
+        if len(times):
+            self._advance(int(times.max()))
+        return assemble_features(
+            self.customers.feature_names(), customer, self.terminals.feature_names(), terminal, times
+        )
+
+    def apply_labels(self, labels: pa.Table) -> int:
+        """Store fraud labels that arrived separately (the labels topic).
+
+        ``labels`` has ``transaction_id``, ``terminal_id``, ``timestamp`` (of the
+        transaction) and ``is_fraud``. Returns how many matched a stored
+        transaction; the others wait for their transaction.
+        """
+        return self.terminals.apply_labels(
+            labels.column(spec.TRANSACTION_ID).to_pylist(),
+            labels.column(spec.TERMINAL_ID).to_pylist(),
+            to_epoch_us(labels.column(spec.TIMESTAMP)).tolist(),
+            labels.column(spec.LABEL_KEY).to_pylist(),
+        )
+
+    def warm(self, history: pa.Table) -> int:
+        """Replay a labelled history into the state; return the rows replayed.
+
+        Rows at or before the current watermark are skipped, so warming a
+        restored state with the same history again counts nothing twice.
+        """
+        times = to_epoch_us(history.column(spec.TIMESTAMP))
+        if self.watermark_us is not None:
+            keep = times > self.watermark_us
+            history, times = history.filter(pa.array(keep)), times[keep]
+        order = np.argsort(times, kind="stable")
+        if not np.array_equal(order, np.arange(len(order))):
+            history, times = history.take(pa.array(order)), times[order]
+        self._update(history, times, with_labels=True)
+        return history.num_rows
+
+    # -- bookkeeping ----------------------------------------------------------
+
+    def _advance(self, latest_us: int) -> None:
+        if self.watermark_us is None or latest_us > self.watermark_us:
+            self.watermark_us = latest_us
+        if self._last_sweep_us is None:
+            self._last_sweep_us = self.watermark_us
+        elif self.watermark_us - self._last_sweep_us >= _SWEEP_EVERY_US:
+            self.customers.expire_idle(self.watermark_us)
+            self.terminals.expire_idle(self.watermark_us)
+            self._last_sweep_us = self.watermark_us
+
+    def size(self) -> dict[str, int]:
+        """Keys and stored events, for metrics and memory checks."""
+        return {
+            "customers": len(self.customers.histories),
+            "customer_events": sum(len(h.times) for h in self.customers.histories.values()),
+            "terminals": len(self.terminals.histories),
+            "terminal_events": sum(len(h.times) for h in self.terminals.histories.values()),
+            "pending_labels": len(self.terminals.pending_labels),
+        }
+
+    def to_bytes(self) -> bytes:
+        """Serialise the whole state (config included); see :mod:`features.state_codec`."""
+        return encode_state(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> BehaviourState:
+        """Restore a state written by :meth:`to_bytes`."""
+        return decode_state(data, cls)
+
+
+def assemble_features(
+    customer_names: list[str],
+    customer: np.ndarray,
+    terminal_names: list[str],
+    terminal: np.ndarray,
+    times: np.ndarray,
+) -> pa.Table:
+    """Stack customer, terminal and calendar columns into the contract's feature table."""
+    columns: dict[str, np.ndarray] = {}
+    for j, name in enumerate(customer_names):
+        columns[name] = customer[:, j].astype(np.float32)
+    for j, name in enumerate(terminal_names):
+        columns[name] = terminal[:, j].astype(np.float32)
+    columns.update(calendar_features(times))
+    return pa.Table.from_pydict(
+        {name: columns[name] for name in spec.BEHAVIOURAL_FEATURES},
+        schema=spec.features_arrow_schema(),
+    )
+
+
+def compute_features(
+    transactions: pa.Table,
+    config: BehaviourConfig | None = None,
+    *,
+    workers: int | None = None,
+) -> pa.Table:
+    """Batch path: replay a labelled table through fresh state, in event-time order.
+
+    Rows are replayed sorted stably by timestamp (the order ``fraud produce``
+    publishes them), each row's ``is_fraud`` stored as its label; the result is
+    aligned row for row with the input. Customer and terminal state are
+    independent, so large tables are split into key shards replayed in
+    ``workers`` processes (default: one per CPU) — each shard runs the same
+    per-event code as the live scorer, on the same events in the same order.
+    """
+    config = config or BehaviourConfig()
+    times = to_epoch_us(transactions.column(spec.TIMESTAMP))
+    order = np.argsort(times, kind="stable")
+    if not np.array_equal(order, np.arange(len(order))):
+        transactions, times = transactions.take(pa.array(order)), times[order]
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or transactions.num_rows < _PARALLEL_MIN_ROWS:
+        features = BehaviourState(config)._update(transactions, times, with_labels=True)
+    else:
+        features = sharded_replay(transactions, times, config, workers)
+    if np.array_equal(order, np.arange(len(order))):
+        return features
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return features.take(pa.array(inverse))

@@ -1,0 +1,129 @@
+"""A TF Serving client over gRPC, using only TF Serving's public API.
+
+Works unchanged against the official ``tensorflow_model_server`` and against
+``fraud model-server``. The version that scored a batch is read from the
+response's ``model_spec``, so new versions are picked up without a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from scoring.clients.base import (
+    SCORE_OUTPUT,
+    SIGNATURE_NAME,
+    ModelRequestError,
+    ModelStatus,
+    ModelUnavailable,
+    Prediction,
+)
+from scoring.clients.tensors import fill_tensor_proto, float_array
+
+#: Codes that mean "try again later": the server is down, slow, busy, or has not
+#: loaded the model (version) yet — TF Serving answers NOT_FOUND while loading.
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+_AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
+
+
+class GrpcModelClient:
+    """``ModelClient`` for a TF Serving ``PredictionService`` at ``target`` (host:port)."""
+
+    def __init__(
+        self,
+        target: str,
+        model_name: str = "fraud",
+        *,
+        version: int | None = None,
+        timeout_seconds: float = 10.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.target = target
+        self.model_name = model_name
+        self.version = version
+        self.timeout_seconds = timeout_seconds
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                # Reconnect quickly after the server comes back (defaults back off to 120 s).
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ],
+        )
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Prediction:
+        """Score a batch; ModelUnavailable on transient failures, ModelRequestError otherwise."""
+        request = predict_pb2.PredictRequest()
+        self._fill_spec(request.model_spec)
+        request.model_spec.signature_name = SIGNATURE_NAME
+        request.output_filter.append(SCORE_OUTPUT)
+        for name, values in inputs.items():
+            fill_tensor_proto(request.inputs[name], name, values)
+        try:
+            response = self._predict.Predict(request, timeout=self.timeout_seconds)
+        except grpc.RpcError as err:
+            raise _model_error(err, self.target) from None
+        if SCORE_OUTPUT not in response.outputs:
+            raise ModelRequestError(f"response of {self.target} has no {SCORE_OUTPUT!r} output")
+        return Prediction(
+            scores=float_array(response.outputs[SCORE_OUTPUT], SCORE_OUTPUT),
+            model_version=int(response.model_spec.version.value),
+        )
+
+    def status(self) -> ModelStatus:
+        """Report the highest AVAILABLE version, via ModelService/GetModelStatus."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._fill_spec(request.model_spec)
+        try:
+            response = self._models.GetModelStatus(request, timeout=self.timeout_seconds)
+        except grpc.RpcError as err:
+            return ModelStatus(False, None, f"{err.code().name}: {err.details()}")
+        available = [s.version for s in response.model_version_status if s.state == _AVAILABLE]
+        if not available:
+            states = ", ".join(
+                f"{s.version}: {get_model_status_pb2.ModelVersionStatus.State.Name(s.state)}"
+                for s in response.model_version_status
+            )
+            return ModelStatus(False, None, f"no version available ({states})")
+        return ModelStatus(True, max(available), "AVAILABLE")
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def _fill_spec(self, spec: model_pb2.ModelSpec) -> None:
+        spec.name = self.model_name
+        if self.version is not None:
+            spec.version.value = self.version
+
+
+def _model_error(err: grpc.RpcError, target: str) -> ModelUnavailable | ModelRequestError:
+    code = err.code()  # type: ignore[attr-defined]
+    message = f"{target}: {code.name}: {err.details()}"  # type: ignore[attr-defined]
+    if code in TRANSIENT_CODES:
+        return ModelUnavailable(message)
+    return ModelRequestError(message)

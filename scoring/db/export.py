@@ -1,0 +1,40 @@
+"""Write analysts' decisions as a labels file, to feed them back into training.
+
+Each record has the ``fraud-labels`` fields of ``contracts.md`` §2, with
+``source`` ``"analyst"``. The format follows the extension: ``.jsonl`` or ``.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from fraud.errors import InputError
+from scoring.db.repository import ReviewedLabel
+
+LABEL_FIELDS = (
+    "transaction_id", "is_fraud", "timestamp", "customer_id", "terminal_id", "labelled_at",
+    "source",
+)
+FORMATS = (".jsonl", ".csv")
+
+
+def write_labels(labels: Sequence[ReviewedLabel], out: Path, source: str = "analyst") -> int:
+    """Write ``labels`` to ``out`` (replaced atomically); return how many were written."""
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{out}: unknown labels file type {suffix!r}; use one of {FORMATS}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    records = [label.to_record(source) for label in labels]
+    partial = out.with_name(out.name + ".partial")
+    with partial.open("w", encoding="utf-8", newline="") as handle:
+        if suffix == ".jsonl":
+            handle.writelines(json.dumps(record) + "\n" for record in records)
+        else:
+            writer = csv.DictWriter(handle, fieldnames=LABEL_FIELDS)
+            writer.writeheader()
+            writer.writerows(records)
+    partial.replace(out)
+    return len(records)

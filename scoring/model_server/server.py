@@ -1,0 +1,152 @@
+"""The model server process: a ModelManager behind TF Serving's gRPC and REST APIs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from fraud.errors import InputError
+from scoring.model_server.grpc_service import ModelService, PredictionService
+from scoring.model_server.manager import ModelManager
+from scoring.model_server.rest import RestServer
+from scoring.model_store import require_model_dir
+
+log = logging.getLogger(__name__)
+
+#: Largest gRPC message either way; TF Serving accepts up to 2 GiB, batches here are far smaller.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of one model server. Port 0 means "pick a free port"."""
+
+    model_dir: Path
+    model_name: str = "fraud"
+    host: str = "127.0.0.1"
+    grpc_port: int = 8500
+    rest_port: int = 8501
+    poll_seconds: float = 2.0
+    # TF releases the GIL while it computes; a few more threads than cores keep both busy.
+    grpc_workers: int = 8
+
+
+class ModelServer:
+    """Starts and stops the manager, the gRPC server and the REST server together."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.manager = ModelManager(
+            config.model_name, require_model_dir(config.model_dir), config.poll_seconds
+        )
+        self.grpc_port = 0
+        self.rest_port = 0
+        self._grpc: grpc.Server | None = None
+        self._rest: RestServer | None = None
+        self._rest_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Load the latest version, then listen; ports are known when this returns."""
+        self.manager.start()
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(self.config.grpc_workers, thread_name_prefix="grpc"),
+            options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(self.manager), self._grpc
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelService(self.manager), self._grpc
+        )
+        self.grpc_port = self._bind_grpc()
+        self._grpc.start()
+        try:
+            self._rest = RestServer((self.config.host, self.config.rest_port), self.manager)
+        except OSError as err:
+            self.stop()
+            address = f"{self.config.host}:{self.config.rest_port}"
+            raise InputError(f"cannot listen on {address}: {err}") from None
+        self.rest_port = self._rest.server_address[1]
+        self._rest_thread = threading.Thread(
+            target=self._rest.serve_forever, args=(0.1,), name="rest", daemon=True
+        )
+        self._rest_thread.start()
+
+    def _bind_grpc(self) -> int:
+        assert self._grpc is not None
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        address = f"{host}:{self.config.grpc_port}"
+        try:
+            port = self._grpc.add_insecure_port(address)
+        except RuntimeError as err:
+            raise InputError(f"cannot listen on {address}: {err}") from None
+        if port == 0:
+            raise InputError(f"cannot listen on {address}")
+        return port
+
+    def stop(self, grace_seconds: float = 5.0) -> None:
+        """Finish in-flight requests (up to the grace period), then release everything."""
+        if self._rest is not None:
+            self._rest.shutdown()
+            self._rest.server_close()
+            self._rest = None
+        if self._grpc is not None:
+            self._grpc.stop(grace_seconds).wait()
+            self._grpc = None
+        self.manager.stop()
+
+    def ready_line(self) -> str:
+        """Return the human-readable "serving ..." line printed when ready."""
+        version = self.manager.serving_version
+        return (
+            f"serving model {self.config.model_name} version "
+            f"{version if version is not None else 'none (waiting for one)'} "
+            f"on grpc :{self.grpc_port} rest :{self.rest_port}"
+        )
+
+    def ready_json(self) -> str:
+        """Return the JSON line printed on stdout when ready (ports, version served)."""
+        return json.dumps(
+            {
+                "model_name": self.config.model_name,
+                "version": self.manager.serving_version,
+                "host": self.config.host,
+                "grpc_port": self.grpc_port,
+                "rest_port": self.rest_port,
+            }
+        )
+
+
+def serve(config: ServerConfig) -> None:
+    """Run a model server until SIGTERM or SIGINT, then stop gracefully."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    server = ModelServer(config)
+    try:
+        server.start()
+        print(server.ready_line(), file=sys.stderr, flush=True)
+        print(server.ready_json(), flush=True)
+        stopping.wait()
+        log.info("stopping model server")
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

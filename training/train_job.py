@@ -1,0 +1,356 @@
+"""``fraud train``: the batch retraining job, from a request to an exported version.
+
+1. check the request and the data (every input error before any work);
+2. read labelled transactions of the history and the window, nothing after
+   ``train_end`` (those labels would not be known yet in a bank);
+3. the Beam pipeline (:mod:`training.pipeline`): behavioural features, TFT;
+4. training under ``MirroredStrategy`` (:mod:`training.trainer`);
+5. the export (:mod:`training.export`) with its metadata: the alert threshold
+   is chosen on the validation days' scores from the exported model itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from features import spec
+from features.customer_state import NOVELTY_DAYS
+from fraud.errors import InputError
+from training.pipeline import TRAIN, VALIDATION, PipelineConfig, window_rows
+from training.trainer import TrainConfig
+
+Progress = Callable[[str], None]
+
+
+def required_history_days(delay_days: int) -> int:
+    """Days before the window that the behavioural features can look back over.
+
+    Customer windows and novelty flags reach ``max(window, novelty)`` days back;
+    terminal risk windows end ``delay`` days back and span ``max(window)`` days.
+    Reading this much history gives exactly the features of a full replay.
+    """
+    return max(*spec.WINDOWS_DAYS, NOVELTY_DAYS) + delay_days
+
+
+@dataclass(frozen=True)
+class TrainJobConfig:
+    """Everything ``fraud train`` was asked to do."""
+
+    input_path: Path
+    train_start: date
+    train_end: date
+    model_dir: Path
+    delay_days: int = spec.DEFAULT_DELAY_DAYS
+    runner: str = "DirectRunner"
+    beam_options: tuple[str, ...] = ()
+    replicas: int | None = None
+    work_dir: Path | None = None
+    logs_dir: Path | None = None
+    alerts_per_day: int = 100
+    validation_fraction: float = 0.2
+    #: Days of history replayed before the window; default: all the features can use.
+    history_days: int | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def window_days(self) -> int:
+        """Days of the training window, both ends included."""
+        return (self.train_end - self.train_start).days + 1
+
+    @property
+    def validation_days(self) -> int:
+        """The last days of the window held out for validation (at least one)."""
+        return max(1, round(self.validation_fraction * self.window_days))
+
+    @property
+    def read_from(self) -> date:
+        """First day read: the window start minus the history."""
+        days = self.history_days
+        if days is None:
+            days = required_history_days(self.delay_days)
+        return self.train_start - timedelta(days=days)
+
+
+@dataclass(frozen=True)
+class TrainJobResult:
+    """The exported version and the figures of the run."""
+
+    export_path: Path
+    metadata: dict[str, Any]
+    #: Wall time of each stage, in seconds.
+    timings: dict[str, float]
+
+
+# --- checks -----------------------------------------------------------------
+
+
+def check_request(config: TrainJobConfig) -> None:
+    """Reject a bad request before anything is read (:class:`InputError`)."""
+    if config.train_start > config.train_end:
+        raise InputError(
+            f"--train-start {config.train_start} is after --train-end {config.train_end}"
+        )
+    if config.window_days < 2:
+        raise InputError(
+            "the training window must span at least 2 days: its last days are the validation split"
+        )
+    if config.validation_days >= config.window_days:
+        raise InputError("the validation split would leave no training days")
+    if not Path(config.input_path).exists():
+        raise InputError(f"input not found: {config.input_path}")
+    if config.delay_days < 0:
+        raise InputError(f"--delay-days must be >= 0, got {config.delay_days}")
+    if config.replicas is not None and config.replicas < 1:
+        raise InputError(f"--replicas must be >= 1, got {config.replicas}")
+    if config.alerts_per_day < 1:
+        raise InputError(f"--alerts-per-day must be >= 1, got {config.alerts_per_day}")
+    if config.history_days is not None and config.history_days < 0:
+        raise InputError(f"--history-days must be >= 0, got {config.history_days}")
+    check_runner(config.runner)
+    for option in config.beam_options:
+        if "=" not in option or option.startswith("="):
+            raise InputError(f"--beam-option must be KEY=VALUE, got {option!r}")
+
+
+def check_runner(runner: str) -> None:
+    """The runner must be one Beam knows (by name or dotted path) and can import."""
+    from apache_beam.runners.runner import create_runner
+
+    try:
+        create_runner(runner)
+    except (ValueError, ImportError, AttributeError) as err:
+        from apache_beam.options.pipeline_options import StandardOptions
+
+        known = ", ".join(StandardOptions.KNOWN_RUNNER_NAMES)
+        raise InputError(f"unknown Beam runner {runner!r} ({err.__class__.__name__}); "
+                         f"known runners: {known}") from None
+
+
+def _split_counts(transactions: pa.Table, config: PipelineConfig) -> dict[str, dict[str, int]]:
+    """Rows and frauds of each split (the same masks the pipeline uses)."""
+    inside = window_rows(transactions, config)
+    boundary = datetime.combine(config.validation_start, datetime.min.time(), UTC)
+    times = transactions.column(spec.TIMESTAMP)
+    valid = np.asarray(
+        pc.greater_equal(times, pa.scalar(boundary, times.type)).to_numpy(zero_copy_only=False)
+    )
+    labels = np.asarray(transactions.column(spec.LABEL_KEY).to_numpy(zero_copy_only=False))
+    counts = {}
+    for split, mask in ((TRAIN, inside & ~valid), (VALIDATION, inside & valid)):
+        counts[split] = {"rows": int(mask.sum()), "frauds": int(labels[mask].sum())}
+    return counts
+
+
+def check_data(counts: Mapping[str, Mapping[str, int]], config: TrainJobConfig,
+               pipeline: PipelineConfig) -> None:
+    """The window must have rows, and each split frauds to learn and to validate on."""
+    total = sum(c["rows"] for c in counts.values())
+    if total == 0:
+        raise InputError(
+            f"no transactions between {config.train_start} and {config.train_end} "
+            f"in {config.input_path}"
+        )
+    spans = {
+        TRAIN: (config.train_start, pipeline.validation_start - timedelta(days=1)),
+        VALIDATION: (pipeline.validation_start, config.train_end),
+    }
+    for split, (first, last) in spans.items():
+        if counts[split]["rows"] == 0:
+            raise InputError(f"no transactions in the {split} split ({first} to {last})")
+        if counts[split]["frauds"] == 0:
+            raise InputError(
+                f"no frauds in the {split} split ({first} to {last}): "
+                "the model needs labelled frauds to learn from and to validate on"
+            )
+
+
+def fingerprint(table: pa.Table) -> str:
+    """SHA-256 of the rows read (Arrow IPC stream of the canonical table)."""
+    digest = hashlib.sha256()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    digest.update(sink.getvalue())
+    return f"sha256:{digest.hexdigest()}"
+
+
+# --- the run ----------------------------------------------------------------
+
+
+@contextmanager
+def _stage(name: str, timings: dict[str, float], say: Progress) -> Iterator[None]:
+    say(f"{name} ...")
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 3)
+    say(f"{name} done in {timings[name]:.1f} s")
+
+
+def choose_threshold(scores: np.ndarray, days: int, alerts_per_day: int) -> float:
+    """The score above which the validation days yield ``alerts_per_day`` alerts a day.
+
+    The daily alert budget is what an investigation team can handle; the
+    threshold is the budget-th highest validation score.
+    """
+    ranked = np.sort(scores)[::-1]
+    budget = alerts_per_day * days
+    return float(ranked[min(budget, ranked.size) - 1])
+
+
+def _validation_figures(
+    scores: np.ndarray, labels: np.ndarray, threshold: float, days: int
+) -> dict[str, float]:
+    from training import evaluation as ev
+
+    at = ev.threshold_metrics(labels, scores, threshold)
+    return {
+        "auc_roc": round(ev.roc_auc(labels, scores), 6),
+        "average_precision": round(ev.average_precision(labels, scores), 6),
+        "alerts_per_day": round(at.alerts / days, 2),
+        "precision_at_threshold": round(at.precision, 6),
+        "recall_at_threshold": round(at.recall, 6),
+    }
+
+
+def _library_versions() -> dict[str, str]:
+    import apache_beam
+    import keras
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    return {"tensorflow": tf.__version__, "tensorflow_transform": tft.__version__,
+            "keras": keras.__version__, "apache_beam": apache_beam.__version__}
+
+
+def run(config: TrainJobConfig, progress: Progress | None = None) -> TrainJobResult:
+    """Run the whole job; return the export path and figures."""
+    say = progress or (lambda _: None)
+    check_request(config)
+    if config.replicas is not None:
+        from training.trainer import configure_logical_cpus
+
+        configure_logical_cpus(config.replicas)  # before any TensorFlow op runs
+    timings: dict[str, float] = {}
+    work_dir = config.work_dir or Path(tempfile.mkdtemp(prefix="fraud-train-"))
+    try:
+        return _run(config, work_dir, timings, say)
+    finally:
+        if config.work_dir is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
+         say: Progress) -> TrainJobResult:
+    from ingest.readers import read_transactions
+
+    pipeline_config = PipelineConfig(
+        train_start=config.train_start,
+        train_end=config.train_end,
+        validation_days=config.validation_days,
+        work_dir=work_dir,
+        delay_days=config.delay_days,
+    )
+    with _stage(f"read {config.input_path} from {config.read_from} to {config.train_end}",
+                timings, say):
+        table = read_transactions(
+            config.input_path, labelled=True, start=config.read_from, end=config.train_end
+        ).table
+        counts = _split_counts(table, pipeline_config)
+        check_data(counts, config, pipeline_config)
+        data_fingerprint = fingerprint(table)
+    timings["rows_read"] = table.num_rows
+    with _stage(f"features + TFT on the {config.runner}", timings, say):
+        from training import pipeline
+
+        pipeline.run(
+            pipeline_config,
+            table,
+            pipeline.pipeline_options(config.runner, config.beam_options),
+        )
+    del table
+    with _stage("training", timings, say):
+        import tensorflow_transform as tft
+
+        from training import trainer
+
+        tft_output = tft.TFTransformOutput(str(pipeline_config.transform_fn_dir))
+        train_counts = counts[TRAIN]
+        logs_dir = config.logs_dir or config.model_dir / "logs"
+        result = trainer.train(
+            replace(config.train, logs_dir=logs_dir),
+            tft_output,
+            pipeline_config.transformed_pattern(TRAIN),
+            pipeline_config.transformed_pattern(VALIDATION),
+            fraud_rate=train_counts["frauds"] / train_counts["rows"],
+        )
+    say(f"trained {result.epochs_run} epochs on {result.replicas} replica(s), best epoch "
+        f"{result.best_epoch} (validation AP {result.validation_average_precision:.3f})")
+    with _stage("export", timings, say):
+        from training.export import export, serving_module
+
+        validation = pq.read_table(pipeline_config.validation_inputs_path)
+        inputs = {n: validation.column(n).to_numpy() for n in spec.MODEL_INPUTS}
+        labels = validation.column(spec.LABEL_KEY).to_numpy()
+        base = {
+            "train_start": config.train_start.isoformat(),
+            "train_end": config.train_end.isoformat(),
+            "validation_start": pipeline_config.validation_start.isoformat(),
+            "history_start": config.read_from.isoformat(),
+            "delay_days": config.delay_days,
+            "data_fingerprint": data_fingerprint,
+            "input": str(config.input_path),
+            "model_inputs": list(spec.MODEL_INPUTS),
+            "rows": {"read": timings["rows_read"], **counts},
+            "training": {
+                **{k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in asdict(config.train).items() if k != "logs_dir"},
+                "replicas": result.replicas,
+                "global_batch_size": result.global_batch_size,
+                "epochs_run": result.epochs_run,
+                "best_epoch": result.best_epoch,
+                "class_imbalance": f"frauds weighted {config.train.positive_weight}x in the "
+                                   "loss; scores corrected back to probabilities",
+            },
+            "runner": config.runner,
+            "versions": _library_versions(),
+        }
+
+        def finish(score: Callable[[Mapping[str, np.ndarray]], np.ndarray]) -> dict[str, Any]:
+            scores = score(inputs)
+            threshold = choose_threshold(scores, config.validation_days, config.alerts_per_day)
+            return {
+                **base,
+                "threshold": threshold,
+                "threshold_rule": (
+                    f"daily alert budget: the {config.alerts_per_day * config.validation_days}"
+                    f"-th highest score of the {config.validation_days} validation day(s), "
+                    f"i.e. ~{config.alerts_per_day} alerts per day"
+                ),
+                "alerts_per_day_budget": config.alerts_per_day,
+                "validation_metrics": _validation_figures(
+                    scores, labels, threshold, config.validation_days
+                ),
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+
+        module = serving_module(result.model, tft_output, config.train.positive_weight)
+        warmup = {n: v[:5] for n, v in inputs.items()}
+        path = export(module, config.model_dir, warmup, finish)
+    from scoring.model_store import read_metadata
+
+    metadata = read_metadata(config.model_dir, int(path.name))
+    return TrainJobResult(path, metadata, timings)
