@@ -26,9 +26,9 @@ import pyarrow as pa
 
 from features import spec
 from features.customer_state import CustomerStore
+from features.sharding import sharded_replay
 from features.state_codec import decode_state, encode_state
 from features.terminal_state import TerminalStore
-from features.sharding import sharded_replay
 from features.timebase import DAY_US, calendar_features, to_epoch_us
 
 #: Below this many rows a batch replay runs in-process (pool start-up costs more).
@@ -109,7 +109,11 @@ class BehaviourState:
         if len(times):
             self._advance(int(times.max()))
         return assemble_features(
-            self.customers.feature_names(), customer, self.terminals.feature_names(), terminal, times
+            self.customers.feature_names(),
+            customer,
+            self.terminals.feature_names(),
+            terminal,
+            times,
         )
 
     def apply_labels(self, labels: pa.Table) -> int:

@@ -72,7 +72,11 @@ class CustomerStore:
         names: list[str] = []
         for w in self.windows_us:
             d = w // DAY_US
-            names += [f"customer_nb_tx_{d}d", f"customer_avg_amount_{d}d", f"customer_amount_ratio_{d}d"]
+            names += [
+                f"customer_nb_tx_{d}d",
+                f"customer_avg_amount_{d}d",
+                f"customer_amount_ratio_{d}d",
+            ]
         return [
             *names,
             "customer_seconds_since_prev_tx",
@@ -117,11 +121,13 @@ class CustomerStore:
                 avg = sum(amts[lo:hi]) / count
                 emit((count, avg, amount / avg if avg > 0 else 1.0))
             lo_novel = bisect_right(times, t - novelty_us, 0, pos)
-            emit((
-                min((t - times[pos - 1]) / 1e6, no_prev_s) if pos > lo_novel else no_prev_s,
-                1.0 if terminal in hist.terminals[lo_novel:pos] else 0.0,
-                1.0 if category in hist.categories[lo_novel:pos] else 0.0,
-            ))
+            emit(
+                (
+                    min((t - times[pos - 1]) / 1e6, no_prev_s) if pos > lo_novel else no_prev_s,
+                    1.0 if terminal in hist.terminals[lo_novel:pos] else 0.0,
+                    1.0 if category in hist.categories[lo_novel:pos] else 0.0,
+                )
+            )
         width = 3 * len(windows) + 3
         return np.array(values, dtype=np.float64).reshape(len(values) // width, width)
 

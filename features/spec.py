@@ -80,7 +80,11 @@ DEFAULT_DELAY_DAYS = 7
 def _behavioural_feature_names(windows: tuple[int, ...]) -> tuple[str, ...]:
     names: list[str] = []
     for w in windows:
-        names += [f"customer_nb_tx_{w}d", f"customer_avg_amount_{w}d", f"customer_amount_ratio_{w}d"]
+        names += [
+            f"customer_nb_tx_{w}d",
+            f"customer_avg_amount_{w}d",
+            f"customer_amount_ratio_{w}d",
+        ]
     names += [
         "customer_seconds_since_prev_tx",
         "customer_terminal_seen_30d",

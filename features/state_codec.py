@@ -31,25 +31,33 @@ def encode_state(state: BehaviourState) -> bytes:
     terminals = state.terminals.histories
     pending = state.terminals.pending_labels
     tables = {
-        "customers": pa.table({
-            "key": [k for k, h in customers.items() for _ in h.times],
-            "time_us": pa.array([t for h in customers.values() for t in h.times], pa.int64()),
-            "amount": pa.array([a for h in customers.values() for a in h.amounts], pa.float64()),
-            "terminal": [x for h in customers.values() for x in h.terminals],
-            "category": [x for h in customers.values() for x in h.categories],
-        }),
-        "terminals": pa.table({
-            "key": [k for k, h in terminals.items() for _ in h.times],
-            "time_us": pa.array([t for h in terminals.values() for t in h.times], pa.int64()),
-            "transaction_id": [x for h in terminals.values() for x in h.transaction_ids],
-            "fraud": pa.array([x for h in terminals.values() for x in h.frauds], pa.int8()),
-        }),
-        "pending_labels": pa.table({
-            "transaction_id": list(pending),
-            "time_us": pa.array([v[0] for v in pending.values()], pa.int64()),
-            "terminal": [v[1] for v in pending.values()],
-            "fraud": pa.array([v[2] for v in pending.values()], pa.int8()),
-        }),
+        "customers": pa.table(
+            {
+                "key": [k for k, h in customers.items() for _ in h.times],
+                "time_us": pa.array([t for h in customers.values() for t in h.times], pa.int64()),
+                "amount": pa.array(
+                    [a for h in customers.values() for a in h.amounts], pa.float64()
+                ),
+                "terminal": [x for h in customers.values() for x in h.terminals],
+                "category": [x for h in customers.values() for x in h.categories],
+            }
+        ),
+        "terminals": pa.table(
+            {
+                "key": [k for k, h in terminals.items() for _ in h.times],
+                "time_us": pa.array([t for h in terminals.values() for t in h.times], pa.int64()),
+                "transaction_id": [x for h in terminals.values() for x in h.transaction_ids],
+                "fraud": pa.array([x for h in terminals.values() for x in h.frauds], pa.int8()),
+            }
+        ),
+        "pending_labels": pa.table(
+            {
+                "transaction_id": list(pending),
+                "time_us": pa.array([v[0] for v in pending.values()], pa.int64()),
+                "terminal": [v[1] for v in pending.values()],
+                "fraud": pa.array([v[2] for v in pending.values()], pa.int8()),
+            }
+        ),
     }
     header = {
         "format": FORMAT_VERSION,

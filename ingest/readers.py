@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -79,24 +79,6 @@ def read_transactions(
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     table = _sort_by_time(_between(table, start, end))
     return ReadResult(table, skipped, tuple(errors))
-
-
-def iter_transaction_batches(
-    path: str | Path,
-    *,
-    labelled: bool,
-    skip_invalid: bool = False,
-    start: date | None = None,
-    end: date | None = None,
-) -> Iterator[pa.Table]:
-    """One sorted, validated table per file (or partition), in path order.
-
-    Bounded memory for big directories; event-time order across batches holds
-    when the files are date partitions.
-    """
-    for file in list_files(path, start=start, end=end):
-        check = read_file(file, labelled=labelled, skip_invalid=skip_invalid)
-        yield _sort_by_time(_between(check.table, start, end))
 
 
 def list_files(

@@ -38,11 +38,22 @@ class Format(Enum):
     PARTITIONED = ""
 
 
+#: Extensions of data files this writer does not produce: such a path is a mistake, not a
+#: directory name.
+_OTHER_FILE_SUFFIXES = frozenset({".json", ".ndjson", ".txt", ".tsv", ".gz", ".zip", ".pq"})
+
+
 def output_format(path: Path) -> Format:
     """Tell the format a path asks for: its extension, or date-partitioned Parquet."""
+    suffix = path.suffix.lower()
     for fmt in Format:
-        if fmt.value and path.suffix.lower() == fmt.value:
+        if fmt.value and suffix == fmt.value:
             return fmt
+    if suffix in _OTHER_FILE_SUFFIXES and not path.is_dir():
+        raise InputError(
+            f"{path}: cannot write {suffix} files; use .csv, .parquet or .jsonl, "
+            "or a path without extension for a directory of date partitions"
+        )
     return Format.PARTITIONED
 
 
@@ -197,23 +208,23 @@ def _write_partitions(table: pa.Table, directory: Path) -> list[Path]:
     return written
 
 
-def _clear(path: Path, fmt: Format, overwrite: bool) -> None:
-    """Refuse to replace existing output unless ``overwrite``; then remove what would clash."""
+def check_target(path: str | os.PathLike[str], *, overwrite: bool = False) -> Format:
+    """Check that ``path`` can be written (before any work is done); return its format.
+
+    Existing output is an error unless ``overwrite``.
+    """
+    target = Path(path)
+    fmt = output_format(target)
     if fmt is not Format.PARTITIONED:
-        if path.is_dir():
-            raise InputError(f"{path} is a directory, not a {fmt.value} file")
-        if path.exists() and not overwrite:
-            raise InputError(f"{path} already exists (overwrite it with --overwrite)")
-        return
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{path} is a file; a path without .csv/.parquet/.jsonl is a directory")
-    if not path.is_dir() or not any(path.iterdir()):
-        return
-    if not overwrite:
-        raise InputError(f"directory {path} is not empty (overwrite it with --overwrite)")
-    for partition in path.glob("date=*"):
-        if partition.is_dir():
-            shutil.rmtree(partition)
+        if target.is_dir():
+            raise InputError(f"{target} is a directory, not a {fmt.value} file")
+        if target.exists() and not overwrite:
+            raise InputError(f"{target} already exists (overwrite it with --overwrite)")
+    elif target.exists() and not target.is_dir():
+        raise InputError(f"{target} is a file; a path without .csv/.parquet/.jsonl is a directory")
+    elif target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise InputError(f"directory {target} is not empty (overwrite it with --overwrite)")
+    return fmt
 
 
 def write_transactions(
@@ -226,9 +237,12 @@ def write_transactions(
     which replaces the file, or the directory's ``date=*`` partitions.
     """
     target = Path(path)
-    fmt = output_format(target)
+    fmt = check_target(target, overwrite=overwrite)
     table = conform(table)
-    _clear(target, fmt, overwrite)
-    if fmt is Format.PARTITIONED:
-        return _write_partitions(table, target)
-    return _write_file(table, target, fmt)
+    if fmt is not Format.PARTITIONED:
+        return _write_file(table, target, fmt)
+    if target.is_dir():
+        for partition in target.glob("date=*"):
+            if partition.is_dir():
+                shutil.rmtree(partition)
+    return _write_partitions(table, target)

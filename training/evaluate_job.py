@@ -11,13 +11,12 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from features import spec
 from features.customer_state import NOVELTY_DAYS
@@ -83,10 +82,6 @@ def history_days(delay_days: int) -> int:
     return max(*spec.WINDOWS_DAYS, NOVELTY_DAYS) + delay_days
 
 
-def _utc_midnight(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
 def _period_days(start: date, end: date) -> np.ndarray:
     return np.arange(np.datetime64(start, "D"), np.datetime64(end, "D") + 1)
 
@@ -114,27 +109,28 @@ def _load_period(
     first = start - timedelta(days=history_days(model.delay_days))
     since = model.train_start or first
     table = read_transactions(input_path, labelled=True, start=min(first, since), end=end).table
-    times = table.column(spec.TIMESTAMP)
-    in_period = pc.greater_equal(times, pa.scalar(_utc_midnight(start), times.type))
+    days = table.column(spec.TIMESTAMP).to_numpy().astype("datetime64[D]")
+    in_period = days >= np.datetime64(start, "D")
     known = ev.known_compromised(
-        times.to_numpy().astype("datetime64[D]"), table.column(spec.CUSTOMER_ID).to_numpy(),
-        table.column(spec.LABEL_KEY).to_numpy(), np.datetime64(since, "D"), model.delay_days,
-    )[in_period.to_numpy(zero_copy_only=False)]
+        days, table.column(spec.CUSTOMER_ID).to_numpy(), table.column(spec.LABEL_KEY).to_numpy(),
+        np.datetime64(since, "D"), model.delay_days,
+    )[in_period]
     period = table.filter(in_period)
     assessed = ~known if exclude_known else np.ones(period.num_rows, dtype=bool)
-    _check_period(period.column(spec.LABEL_KEY).to_numpy()[assessed], start, end)
-    features = compute_features(table, BehaviourConfig(delay_days=model.delay_days))
-    return LoadedPeriod(period, features.filter(in_period), known)
+    _check_period(period.column(spec.LABEL_KEY).to_numpy()[assessed], start, end, exclude_known)
+    replayed = days >= np.datetime64(first, "D")
+    features = compute_features(table.filter(replayed),
+                                BehaviourConfig(delay_days=model.delay_days))
+    return LoadedPeriod(period, features.filter(in_period[replayed]), known)
 
 
-def _check_period(assessed_labels: np.ndarray, start: date, end: date) -> None:
+def _check_period(assessed_labels: np.ndarray, start: date, end: date, excluded: bool) -> None:
+    scope = " (cards already known compromised left out)" if excluded else ""
     if assessed_labels.size == 0:
-        raise InputError(f"no transactions between {start} and {end} to assess")
+        raise InputError(f"no transactions between {start} and {end}{scope}")
     if not assessed_labels.any():
-        raise InputError(
-            f"no frauds between {start} and {end} (cards known compromised excluded): "
-            "AUC-ROC and average precision need both classes"
-        )
+        raise InputError(f"no frauds between {start} and {end}{scope}: "
+                         "AUC-ROC and average precision need both classes")
 
 
 def period_scores(period: pa.Table, scores: np.ndarray) -> ev.PeriodScores:

@@ -91,8 +91,10 @@ class TrainJobResult:
 
     export_path: Path
     metadata: dict[str, Any]
-    #: Wall time of each stage, in seconds.
+    #: Wall time of each stage (seconds) and rows read.
     timings: dict[str, float]
+    #: The trained Keras model, in memory (the export wraps it with the TFT graph).
+    model: Any = None
 
 
 # --- checks -----------------------------------------------------------------
@@ -353,4 +355,4 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
     from scoring.model_store import read_metadata
 
     metadata = read_metadata(config.model_dir, int(path.name))
-    return TrainJobResult(path, metadata, timings)
+    return TrainJobResult(path, metadata, timings, result.model)

@@ -36,6 +36,12 @@ def _register() -> None:
     from fraud.cli import model_server
 
     app.command("model-server")(model_server.model_server)
+    from fraud.cli import train
+
+    app.command("train")(train.train)
+    from fraud.cli import score
+
+    app.command("score")(score.score)
 
 
 _register()

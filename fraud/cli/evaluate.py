@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +22,7 @@ def parse_day(option: str, text: str) -> date:
 
 
 def evaluate(
-    input: Annotated[
+    input_path: Annotated[
         Path, typer.Option("--input", envvar="FRAUD_INPUT",
                            help="Labelled transactions: a file or a directory (Parquet lake).")
     ],
@@ -56,15 +57,16 @@ def evaluate(
     ] = False,
 ) -> None:
     """Score a labelled period through the batch path; print AUC-ROC, AP, card precision@100."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
     from rich.console import Console
 
     from training.evaluate_job import evaluate as run
 
     console = Console(stderr=True, log_path=False, soft_wrap=True)
     figures = run(
-        input, parse_day("--start", start), parse_day("--end", end), model_dir, version=version,
-        scores_out=scores_out, report_dir=report_dir,
+        input_path, parse_day("--start", start), parse_day("--end", end), model_dir,
+        version=version, scores_out=scores_out, report_dir=report_dir,
         keep_known_compromised=keep_known_compromised,
-        progress=lambda message: console.log(message),
+        progress=console.log,
     )
     print(json.dumps(figures))

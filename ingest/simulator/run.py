@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ingest.simulator import SimulationConfig, simulate
-from ingest.writers import output_format, write_transactions
+from ingest.writers import check_target, write_transactions
 
 
 def simulate_to(
@@ -24,9 +23,10 @@ def simulate_to(
     ``on_step`` is told what is being done next (for progress display).
     """
     step = on_step or (lambda _: None)
+    fmt = check_target(out, overwrite=overwrite)
     started = time.perf_counter()
-    c = config
-    step(f"simulating {c.customers} customers, {c.terminals} terminals, {c.days} days")
+    bank = f"{config.customers} customers, {config.terminals} terminals, {config.days} days"
+    step(f"simulating {bank}")
     result = simulate(config)
     simulated = time.perf_counter()
     step(f"writing {result.table.num_rows} transactions to {out}")
@@ -36,7 +36,7 @@ def simulate_to(
     return {
         **result.figures(),
         "out": str(out),
-        "format": output_format(Path(out)).name.lower(),
+        "format": fmt.name.lower(),
         "files": len(files),
         "simulate_seconds": round(simulated - started, 3),
         "write_seconds": round(finished - simulated, 3),

@@ -130,12 +130,12 @@ def _pick_terminals(
     terminals: Terminals, channel: str, mccs: tuple[str, ...] | None = None
 ) -> np.ndarray:
     """Find terminals of ``channel`` (and of ``mccs`` if given), widening when none match."""
-    online = np.flatnonzero(terminals.channel == channel)
+    on_channel = np.flatnonzero(terminals.channel == channel)
     if mccs is not None:
-        matching = online[np.isin(terminals.merchant_category[online], mccs)]
+        matching = on_channel[np.isin(terminals.merchant_category[on_channel], mccs)]
         if len(matching):
             return matching
-    return online if len(online) else np.arange(len(terminals))
+    return on_channel if len(on_channel) else np.arange(len(terminals))
 
 
 def card_testing_merchants(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -60,13 +61,12 @@ def _in_period(table: pa.Table) -> pa.Array:
     return pc.and_(pc.greater_equal(times, low), pc.less(times, high))
 
 
-def _known_compromised(table: pa.Table) -> np.ndarray:
-    """Per period row, whether its card had a fraud from the first day read to day - delay - 1.
+def _known_compromised(table: pa.Table, since: date = START - timedelta(days=37)) -> np.ndarray:
+    """Per period row, whether its card had a fraud from ``since`` to its day - delay - 1.
 
-    The toy exports carry no training start, so "known" counts from the first
-    day read: START minus the 37-day feature look-back.
+    The toy exports carry no training start, so by default "known" counts from
+    the first day read: START minus the 37-day feature look-back.
     """
-    since = START - timedelta(days=37)
     fraud_days: dict[str, list[date]] = {}
     for row in table.to_pylist():
         day = row[spec.TIMESTAMP].date()
@@ -91,10 +91,14 @@ def evaluated(bank, models, tmp_path_factory):
     return json.loads(result.stdout.strip().splitlines()[-1]), out
 
 
-def test_period_features_need_no_history_beyond_the_lookback(bank, models):
+@pytest.mark.parametrize("train_start", [None, START - timedelta(days=50)])
+def test_period_features_need_no_history_beyond_the_lookback(bank, models, train_start):
     lake, table = bank
-    loaded = _load_period(lake, START, END, choose_model(models, None), exclude_known=True)
+    model = dataclasses.replace(choose_model(models, None), train_start=train_start)
+    loaded = _load_period(lake, START, END, model, exclude_known=True)
     period, features = loaded.transactions, loaded.features
+    expected_known = _known_compromised(table, train_start or START - timedelta(days=37))
+    assert np.array_equal(loaded.known_compromised, expected_known)
     everything = compute_features(table, BehaviourConfig())
     expected = everything.filter(_in_period(table))
     assert period.column(spec.TRANSACTION_ID).equals(

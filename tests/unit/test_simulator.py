@@ -290,28 +290,32 @@ def test_every_format_round_trips(small: SimulationResult, tmp_path: Path, name:
 
 @pytest.mark.parametrize("name", ["odd.csv", "odd.jsonl", "odd.parquet", "odd"])
 def test_awkward_values_round_trip(tmp_path: Path, name: str):
-    table = pa.table({
-        spec.TRANSACTION_ID: ["a,1", 'q"2', "line\nbreak", "é€\t\\"],
-        spec.TIMESTAMP: pa.array(
-            [datetime(2018, 4, 1, 23, 59, 59, 500000, tzinfo=UTC)] * 2
-            + [datetime(2018, 4, 2, tzinfo=UTC), datetime(2018, 3, 31, 1, tzinfo=UTC)],
-            pa.timestamp("us", tz="UTC"),
-        ),
-        spec.CUSTOMER_ID: ["C1", "C2", "C3", "C4"],
-        spec.TERMINAL_ID: ["T1", "T2", "T3", "T4"],
-        spec.AMOUNT: [0.1 + 0.2, 1e-7, 1234567.89, 100.0],
-        spec.MERCHANT_CATEGORY: ["5411", None, "", "x"],
-        spec.COUNTRY: ["BE", "FR", None, "NL"],
-        spec.CHANNEL: ["pos", "ecom", "atm", None],
-        spec.LABEL_KEY: pa.array([0, 1, 0, 1], pa.int8()),
-    })
+    table = pa.table(
+        {
+            spec.TRANSACTION_ID: ["a,1", 'q"2', "line\nbreak", "é€\t\\"],
+            spec.TIMESTAMP: pa.array(
+                [datetime(2018, 4, 1, 23, 59, 59, 500000, tzinfo=UTC)] * 2
+                + [datetime(2018, 4, 2, tzinfo=UTC), datetime(2018, 3, 31, 1, tzinfo=UTC)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            spec.CUSTOMER_ID: ["C1", "C2", "C3", "C4"],
+            spec.TERMINAL_ID: ["T1", "T2", "T3", "T4"],
+            spec.AMOUNT: [0.1 + 0.2, 1e-7, 1234567.89, 100.0],
+            spec.MERCHANT_CATEGORY: ["5411", None, "", "x"],
+            spec.COUNTRY: ["BE", "FR", None, "NL"],
+            spec.CHANNEL: ["pos", "ecom", "atm", None],
+            spec.LABEL_KEY: pa.array([0, 1, 0, 1], pa.int8()),
+        }
+    )
     write_transactions(table, tmp_path / name)
     read = _read_back(tmp_path / name)
     expected = table.sort_by(spec.TRANSACTION_ID) if "." not in name else table
     _assert_same_rows(read, expected)
     if name == "odd":
         assert sorted(p.name for p in (tmp_path / name).iterdir()) == [
-            "date=2018-03-31", "date=2018-04-01", "date=2018-04-02"
+            "date=2018-03-31",
+            "date=2018-04-01",
+            "date=2018-04-02",
         ]
 
 
@@ -340,6 +344,17 @@ def test_writer_refuses_to_overwrite_unless_asked(small: SimulationResult, tmp_p
     assert not list(tmp_path.glob(".*")), "no temporary files left behind"
 
 
+def test_writer_rejects_paths_it_cannot_write(small: SimulationResult, tmp_path: Path):
+    with pytest.raises(InputError, match=r"cannot write \.json files"):
+        write_transactions(small.table, tmp_path / "tx.json")
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(InputError, match="is a directory"):
+        write_transactions(small.table, tmp_path / "dir.csv")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        write_transactions(small.table, tmp_path / "file")
+
+
 def test_writer_names_a_missing_required_column(small: SimulationResult, tmp_path: Path):
     with pytest.raises(InputError, match="'amount'"):
         write_transactions(small.table.drop_columns([spec.AMOUNT]), tmp_path / "x.csv")
@@ -352,15 +367,37 @@ def test_writer_names_a_missing_required_column(small: SimulationResult, tmp_pat
 
 # --- the command line ---------------------------------------------------------
 
-_FIGURES = {"transactions", "frauds", "fraud_rate", "frauds_per_scenario", "customers",
-            "terminals", "days", "seconds", "rows_per_s"}
+_FIGURES = {
+    "transactions",
+    "frauds",
+    "fraud_rate",
+    "frauds_per_scenario",
+    "customers",
+    "terminals",
+    "days",
+    "seconds",
+    "rows_per_s",
+}
 
 
 @pytest.mark.parametrize("name", ["tx.csv", "tx.parquet", "tx.jsonl", "lake"])
 def test_cli_writes_each_format_and_prints_figures(tmp_path: Path, name: str):
     out = tmp_path / name
-    args = ["simulate", "--out", str(out), "--customers", "40", "--terminals", "80",
-            "--days", "4", "--start-date", "2020-01-30", "--seed", "5"]
+    args = [
+        "simulate",
+        "--out",
+        str(out),
+        "--customers",
+        "40",
+        "--terminals",
+        "80",
+        "--days",
+        "4",
+        "--start-date",
+        "2020-01-30",
+        "--seed",
+        "5",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout.strip().splitlines()[-1])
@@ -376,8 +413,22 @@ def test_cli_bad_input_exits_2_with_one_line_reason(tmp_path: Path):
     fraud = Path(sys.executable).parent / "fraud"
     run = subprocess.run(
         [str(fraud), "simulate", "--out", str(tmp_path / "x.csv"), "--start-date", "tomorrow"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == 2
     assert run.stderr.strip() == "error: --start-date must be a date YYYY-MM-DD, got 'tomorrow'"
     assert not (tmp_path / "x.csv").exists()
+
+    (tmp_path / "x.csv").write_text("keep me")
+    run = subprocess.run(
+        [str(fraud), "simulate", "--out", str(tmp_path / "x.csv"), "--days", "100000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Checked before any work: a huge --days would take minutes to simulate.
+    assert run.returncode == 2
+    assert "already exists" in run.stderr
+    assert (tmp_path / "x.csv").read_text() == "keep me"

@@ -1,0 +1,98 @@
+"""`fraud score`: the streaming scorer (Kafka -> features -> model -> alerts database)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fraud.cli.db import DbOption
+from fraud.errors import InputError
+from scoring.db import DEFAULT_DB_URL
+
+
+def score(
+    bootstrap_servers: Annotated[
+        str, typer.Option(envvar="FRAUD_BOOTSTRAP_SERVERS", help="Kafka HOST:PORT[,HOST:PORT]")
+    ],
+    db: DbOption = DEFAULT_DB_URL,
+    model_server: Annotated[
+        str | None,
+        typer.Option(envvar="FRAUD_MODEL_SERVER", help="TF Serving endpoint, grpc://HOST:PORT."),
+    ] = None,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FRAUD_MODEL_DIR",
+            help="Model directory: scores in-process, or (with --model-server) "
+            "only supplies each version's threshold.",
+        ),
+    ] = None,
+    model_name: Annotated[str, typer.Option(envvar="FRAUD_MODEL_NAME")] = "fraud",
+    topic: Annotated[str, typer.Option(envvar="FRAUD_TOPIC")] = "transactions",
+    group_id: Annotated[str, typer.Option(envvar="FRAUD_GROUP_ID")] = "fraud-scorer",
+    threshold: Annotated[
+        float | None,
+        typer.Option(envvar="FRAUD_THRESHOLD", help="Alert threshold [default: from training]"),
+    ] = None,
+    history: Annotated[
+        Path | None,
+        typer.Option(envvar="FRAUD_HISTORY", help="Labelled files to warm the state from."),
+    ] = None,
+    labels_topic: Annotated[str, typer.Option(envvar="FRAUD_LABELS_TOPIC")] = "fraud-labels",
+    dlq_topic: Annotated[str, typer.Option(envvar="FRAUD_DLQ_TOPIC")] = "transactions.dlq",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(envvar="FRAUD_METRICS_PORT", help="Serve /metrics and /healthz here."),
+    ] = None,
+    exit_when_idle: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many seconds without new events."),
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Largest micro-batch (events).")] = 2000,
+    max_wait_ms: Annotated[int, typer.Option(help="Longest wait to fill a micro-batch.")] = 50,
+    checkpoint_seconds: Annotated[
+        float, typer.Option(help="How often state and offsets are checkpointed.")
+    ] = 10.0,
+) -> None:
+    """Score every live transaction and write alerts; runs until SIGTERM/SIGINT.
+
+    Invalid messages go to the dead-letter topic with the reason in headers.
+    Offsets are committed only after the alerts and the state checkpoint are
+    committed to the database. Prints a JSON summary as the last line.
+    """
+    import logging
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ingest.kafka_io import KafkaSettings
+    from scoring.stream.app import Endpoints, run_scorer
+    from scoring.stream.settings import ScorerSettings
+
+    if model_server is None and model_dir is None:
+        raise InputError("give --model-server grpc://HOST:PORT or --model-dir DIR")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = ScorerSettings(
+        topic=topic,
+        labels_topic=labels_topic or None,
+        dlq_topic=dlq_topic,
+        group_id=group_id,
+        threshold=threshold,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        checkpoint_seconds=checkpoint_seconds,
+        exit_when_idle_seconds=exit_when_idle,
+    )
+    endpoints = Endpoints(
+        kafka=KafkaSettings.from_env(bootstrap_servers),
+        db_url=db,
+        model=model_server or str(model_dir),
+        model_name=model_name,
+        model_dir=model_dir if model_server else None,
+        history=history,
+        metrics_port=metrics_port,
+    )
+    summary = run_scorer(settings, endpoints)
+    print(json.dumps(summary.as_dict()))

@@ -1,0 +1,108 @@
+"""`fraud train`: the batch retraining job; prints the exported version's path last."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fraud.errors import InputError
+
+
+def _day(option: str, text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
+
+
+def train(
+    input: Annotated[
+        Path, typer.Option("--input", envvar="FRAUD_INPUT",
+                           help="Labelled transactions: a file or a directory (Parquet lake).")
+    ],
+    train_start: Annotated[
+        str, typer.Option(metavar="YYYY-MM-DD", envvar="FRAUD_TRAIN_START",
+                          help="First day of the training window (UTC, inclusive); "
+                               "earlier transactions are history for the features.")
+    ],
+    train_end: Annotated[
+        str, typer.Option(metavar="YYYY-MM-DD", envvar="FRAUD_TRAIN_END",
+                          help="Last day of the training window (UTC, inclusive); "
+                               "nothing later is read.")
+    ],
+    model_dir: Annotated[
+        Path, typer.Option(envvar="FRAUD_MODEL_DIR",
+                           help="Model directory: the export goes to <model-dir>/<version>/.")
+    ],
+    delay_days: Annotated[
+        int, typer.Option(envvar="FRAUD_DELAY_DAYS", min=0,
+                          help="Days after which a fraud label is known (terminal risk).")
+    ] = 7,
+    epochs: Annotated[
+        int, typer.Option(envvar="FRAUD_EPOCHS", min=1,
+                          help="Maximum epochs (early stopping on validation AP).")
+    ] = 20,
+    batch_size: Annotated[
+        int, typer.Option(envvar="FRAUD_BATCH_SIZE", min=1,
+                          help="Batch size per replica (global = this x replicas).")
+    ] = 512,
+    runner: Annotated[
+        str, typer.Option(envvar="FRAUD_RUNNER",
+                          help="Beam runner, e.g. DirectRunner, FlinkRunner, SparkRunner, "
+                               "DataflowRunner.")
+    ] = "DirectRunner",
+    beam_option: Annotated[
+        list[str] | None, typer.Option(envvar="FRAUD_BEAM_OPTION", metavar="KEY=VALUE",
+                                       help="Beam pipeline option, repeatable "
+                                            "(e.g. flink_master=host:8081).")
+    ] = None,
+    replicas: Annotated[
+        int | None, typer.Option(envvar="FRAUD_REPLICAS", min=1, show_default="all GPUs or 1 CPU",
+                                 help="Split the CPU into N logical devices, one replica each "
+                                      "(tests the multi-replica path without GPUs).")
+    ] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option(envvar="FRAUD_WORK_DIR", show_default="a temporary directory",
+                                  help="Keep the transformed data and transform output here.")
+    ] = None,
+    logs_dir: Annotated[
+        Path | None, typer.Option(envvar="FRAUD_LOGS_DIR", show_default="<model-dir>/logs",
+                                  help="TensorBoard logs.")
+    ] = None,
+    alerts_per_day: Annotated[
+        int, typer.Option(envvar="FRAUD_ALERTS_PER_DAY", min=1,
+                          help="Daily alert budget that sets the alert threshold.")
+    ] = 100,
+    mixed_precision: Annotated[
+        bool, typer.Option(envvar="FRAUD_MIXED_PRECISION",
+                           help="float16 compute on GPUs (ignored without a GPU).")
+    ] = False,
+    seed: Annotated[int, typer.Option(envvar="FRAUD_SEED", help="Random seed.")] = 0,
+) -> None:
+    """Retrain the model on a window of labelled history and export a new version."""
+    from rich.console import Console
+
+    from training.train_job import TrainJobConfig, run
+    from training.trainer import TrainConfig
+
+    console = Console(stderr=True, log_path=False, soft_wrap=True)
+    config = TrainJobConfig(
+        input_path=input,
+        train_start=_day("--train-start", train_start),
+        train_end=_day("--train-end", train_end),
+        model_dir=model_dir,
+        delay_days=delay_days,
+        runner=runner,
+        beam_options=tuple(beam_option or ()),
+        replicas=replicas,
+        work_dir=work_dir,
+        logs_dir=logs_dir,
+        alerts_per_day=alerts_per_day,
+        train=TrainConfig(epochs=epochs, batch_size=batch_size,
+                          mixed_precision=mixed_precision, seed=seed),
+    )
+    result = run(config, progress=lambda message: console.log(message))
+    print(result.export_path)

@@ -1,0 +1,1 @@
+"""The streaming scorer: Kafka -> behavioural state -> model -> alerts database."""

@@ -1,0 +1,126 @@
+"""Wiring of a scorer process: settings in, real backends built, loop run, summary out."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fraud.errors import InputError
+from ingest.kafka_io import KafkaSettings, check_reachable, ensure_topics
+from scoring.clients import ModelClient, Prediction, make_client
+from scoring.stream.kafka_source import KafkaDeadLetters, KafkaSource
+from scoring.stream.metrics import MetricsServer, ScorerMetrics
+from scoring.stream.service import RunSummary, Scorer, ThresholdOf
+from scoring.stream.settings import ScorerSettings
+from scoring.stream.sql_store import SqlAlertStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the scorer's outside services are."""
+
+    kafka: KafkaSettings
+    db_url: str
+    model: str  # grpc://HOST:PORT, http://HOST:PORT or a model directory
+    model_name: str = "fraud"
+    model_dir: Path | None = None  # for thresholds when the model is remote
+    history: Path | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+
+
+def threshold_policy(settings: ScorerSettings, endpoints: Endpoints) -> ThresholdOf:
+    """A fixed ``--threshold``, else the one chosen at training time for each version.
+
+    The chosen threshold travels with the model: the ``threshold`` output of the
+    serving signature, else ``metadata.json`` of the version in the model directory.
+    """
+    if settings.threshold is not None:
+        fixed = settings.threshold
+        return lambda _prediction: fixed
+    model_dir = endpoints.model_dir
+    if model_dir is None and Path(endpoints.model).is_dir():
+        model_dir = Path(endpoints.model)
+    cache: dict[int, float] = {}
+
+    def of(prediction: Prediction) -> float:
+        if prediction.threshold is not None:
+            return prediction.threshold
+        version = prediction.model_version
+        if version not in cache:
+            if model_dir is None:
+                raise InputError(
+                    "the served model exports no threshold: pass --threshold or --model-dir"
+                )
+            from scoring.model_store import read_metadata
+
+            cache[version] = float(read_metadata(model_dir, version)["threshold"])
+        return cache[version]
+
+    return of
+
+
+def run_scorer(settings: ScorerSettings, endpoints: Endpoints) -> RunSummary:
+    """Run one scorer until SIGTERM/SIGINT (or idle), with real Kafka, SQL and model backends."""
+    from scoring.db.engine import make_engine
+    from scoring.db.migrate import require_schema
+
+    check_reachable(endpoints.kafka)
+    topics = [settings.topic] + ([settings.labels_topic] if settings.labels_topic else [])
+    ensure_topics(endpoints.kafka, {t: 1 for t in [*topics, settings.dlq_topic]})
+    engine = make_engine(endpoints.db_url)
+    require_schema(engine)
+    history = _read_history(endpoints.history)
+    model: ModelClient = make_client(endpoints.model, endpoints.model_name)
+    metrics = ScorerMetrics()
+    server = (
+        MetricsServer(metrics, endpoints.metrics_host, endpoints.metrics_port).start()
+        if endpoints.metrics_port is not None
+        else None
+    )
+    dead_letters = KafkaDeadLetters(endpoints.kafka, settings.dlq_topic)
+    scorer = Scorer(
+        settings,
+        KafkaSource(endpoints.kafka, settings.group_id, topics),
+        dead_letters,
+        SqlAlertStore(engine, settings.group_id),
+        model,
+        threshold_policy(settings, endpoints),
+        metrics=metrics,
+        history=history,
+    )
+    previous = _stop_on_signals(scorer)
+    try:
+        return scorer.run()
+    finally:
+        _restore_signals(previous)
+        dead_letters.close()
+        model.close()
+        engine.dispose()
+        if server is not None:
+            server.stop()
+
+
+def _read_history(path: Path | None) -> Any:
+    if path is None:
+        return None
+    from ingest.readers import read_transactions
+
+    return read_transactions(path, labelled=True).table
+
+
+def _stop_on_signals(scorer: Scorer) -> dict[int, Any]:
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, lambda *_: scorer.stop())
+    return previous
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)

@@ -1,0 +1,166 @@
+"""Kafka backends of the scorer's source and dead-letter sink (kafka-python)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ingest.kafka_io import KafkaSettings, dead_letter_headers, make_consumer, make_producer
+from ingest.validation import ValidationError
+from scoring.stream.ports import DependencyDown, Message, Partition
+
+log = logging.getLogger(__name__)
+
+#: Largest dead letter forwarded whole; bigger values are cut (the original stays
+#: in the source topic at the offset named in the headers).
+MAX_DEAD_LETTER_BYTES = 900 * 1024
+#: Largest message the scorer fetches (so a poison message cannot stall a partition).
+MAX_FETCH_BYTES = 16 * 1024 * 1024
+
+
+class KafkaSource:
+    """A group consumer over the transactions (and labels) topics."""
+
+    def __init__(self, settings: KafkaSettings, group_id: str, topics: list[str]) -> None:
+        self._consumer = make_consumer(
+            settings,
+            group_id,
+            max_partition_fetch_bytes=MAX_FETCH_BYTES,
+            fetch_max_bytes=4 * MAX_FETCH_BYTES,
+        )
+        self._topics = topics
+        self._subscribed = False
+        self._assigned_cb: Callable[[list[Partition]], dict[Partition, int]] | None = None
+        self._revoked_cb: Callable[[list[Partition]], None] | None = None
+
+    def on_assignment(
+        self,
+        assigned: Callable[[list[Partition]], dict[Partition, int]],
+        revoked: Callable[[list[Partition]], None],
+    ) -> None:
+        """Subscribe with rebalance callbacks: revoked, then assigned (seek to its answer)."""
+        from kafka import ConsumerRebalanceListener, TopicPartition
+
+        consumer = self._consumer
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked_tps: Any) -> None:
+                revoked([(tp.topic, tp.partition) for tp in revoked_tps])
+
+            def on_partitions_assigned(self, assigned_tps: Any) -> None:
+                positions = assigned([(tp.topic, tp.partition) for tp in assigned_tps])
+                for tp in assigned_tps:
+                    offset = positions.get((tp.topic, tp.partition))
+                    if offset is not None:
+                        consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
+
+        consumer.subscribe(self._topics, listener=Listener())
+        self._subscribed = True
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Message]:
+        """Messages from all assigned partitions, in offset order per partition."""
+        if not self._subscribed:
+            self._consumer.subscribe(self._topics)
+            self._subscribed = True
+        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        return [
+            Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+            for records in batches.values()
+            for r in records
+        ]
+
+    def positions(self) -> dict[Partition, int]:
+        """Return the consumer's next offset of every assigned partition."""
+        return {
+            (tp.topic, tp.partition): self._consumer.position(tp)
+            for tp in self._consumer.assignment()
+        }
+
+    def commit(self, positions: dict[Partition, int]) -> None:
+        """Commit the next offsets to read, synchronously."""
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        self._consumer.commit(
+            {
+                TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                for (topic, partition), offset in positions.items()
+            }
+        )
+
+    def keep_alive(self, seconds: float) -> None:
+        """Pause the partitions and poll (no records) so the group keeps us."""
+        assigned = self._consumer.assignment()
+        self._consumer.pause(*assigned)
+        try:
+            self._consumer.poll(timeout_ms=int(seconds * 1000))
+        finally:
+            self._consumer.resume(*self._consumer.assignment())
+
+    def lag(self) -> int:
+        """Sum over assigned partitions of high watermark minus position."""
+        total = 0
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                total += max(0, high - self._consumer.position(tp))
+        return total
+
+    def close(self) -> None:
+        """Leave the group (without an automatic commit)."""
+        self._consumer.close(autocommit=False)
+
+
+class KafkaDeadLetters:
+    """Forwards invalid messages to the dead-letter topic, the reason in the headers."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        self._producer = make_producer(settings, max_request_size=MAX_DEAD_LETTER_BYTES + 65536)
+        self._topic = topic
+        self._pending: list[Any] = []
+        self._queued: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+
+    def send(self, message: Message, reason: Exception) -> None:
+        """Queue one dead letter: original key and bytes, reason and source in headers."""
+        error = reason if isinstance(reason, ValidationError) else str(reason)
+        headers = dead_letter_headers(error, message.topic, message.partition, message.offset)
+        value = message.value
+        if value is not None and len(value) > MAX_DEAD_LETTER_BYTES:
+            headers += [
+                ("original_size", str(len(value)).encode()),
+                ("original_sha256", hashlib.sha256(value).hexdigest().encode()),
+                ("truncated", b"true"),
+            ]
+            value = value[:MAX_DEAD_LETTER_BYTES]
+        self._queued.append((message.key, value, headers))
+        self._pending.append(
+            self._producer.send(self._topic, key=message.key, value=value, headers=headers)
+        )
+
+    def flush(self) -> None:
+        """Wait for every queued dead letter; DependencyDown if the broker did not take one.
+
+        On failure the letters stay queued and are sent again by the next flush
+        (the dead-letter topic is at-least-once, like the alerts).
+        """
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.flush(timeout=30)
+            for future in self._pending:
+                future.get(timeout=30)
+        except KafkaError as err:
+            self._resend_failed()
+            raise DependencyDown(f"dead-letter topic unavailable: {err}") from err
+        self._pending, self._queued = [], []
+
+    def _resend_failed(self) -> None:
+        self._pending = [
+            self._producer.send(self._topic, key=k, value=v, headers=h) for k, v, h in self._queued
+        ]
+
+    def close(self) -> None:
+        """Flush and close the producer."""
+        self._producer.close()

@@ -1,0 +1,133 @@
+"""Prometheus metrics and the health endpoint of the scorer (one port, two paths)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass
+class Health:
+    """What /healthz reports: each outside dependency's state and the last progress."""
+
+    model_ok: bool = True
+    database_ok: bool = True
+    broker_ok: bool = True
+    last_error: str = ""
+    last_batch_at: float = field(default_factory=time.time)
+    lag: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON body of /healthz."""
+        ok = self.model_ok and self.database_ok and self.broker_ok
+        return {
+            "status": "ok" if ok else "degraded",
+            "model": "ok" if self.model_ok else "unavailable",
+            "database": "ok" if self.database_ok else "unavailable",
+            "broker": "ok" if self.broker_ok else "unavailable",
+            "lag": self.lag,
+            "seconds_since_last_batch": round(time.time() - self.last_batch_at, 3),
+            "last_error": self.last_error,
+        }
+
+
+class ScorerMetrics:
+    """The scorer's counters, gauges and histograms in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("fraud_scorer_events", "Transactions scored", registry=r)
+        self.alerts = Counter("fraud_scorer_alerts", "Alerts written (new rows)", registry=r)
+        self.dead_letters = Counter(
+            "fraud_scorer_dead_letters",
+            "Messages sent to the dead-letter topic",
+            ["field"],
+            registry=r,
+        )
+        self.labels = Counter("fraud_scorer_labels", "Fraud labels applied to state", registry=r)
+        self.retries = Counter(
+            "fraud_scorer_retries",
+            "Retries of an unavailable dependency",
+            ["dependency"],
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "fraud_scorer_batch_seconds",
+            "Poll-to-commit time of a micro-batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_to_alert_seconds = Histogram(
+            "fraud_scorer_event_to_alert_seconds",
+            "From the message's Kafka timestamp to its alert's database commit",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "fraud_scorer_lag", "Messages not yet consumed (all partitions)", registry=r
+        )
+        self.model_version = Gauge(
+            "fraud_scorer_model_version", "Version of the last scores", registry=r
+        )
+        self.state_keys = Gauge(
+            "fraud_scorer_state_keys", "Keys held in behavioural state", ["kind"], registry=r
+        )
+        self.last_checkpoint = Gauge(
+            "fraud_scorer_last_checkpoint_timestamp",
+            "Unix time of the last state checkpoint",
+            registry=r,
+        )
+        self.health = Health()
+
+
+class MetricsServer:
+    """Serves ``/metrics`` (Prometheus text format) and ``/healthz`` (JSON) on a port."""
+
+    def __init__(self, metrics: ScorerMetrics, host: str, port: int) -> None:
+        handler = _handler_for(metrics)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> MetricsServer:
+        """Serve in a daemon thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the port."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler_for(metrics: ScorerMetrics) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/metrics"):
+                body, ctype, code = generate_latest(metrics.registry), CONTENT_TYPE_LATEST, 200
+            elif self.path.startswith("/healthz"):
+                report = metrics.health.as_dict()
+                code = 200 if report["status"] == "ok" else 503
+                body, ctype = json.dumps(report).encode(), "application/json"
+            else:
+                body, ctype, code = b"not found\n", "text/plain", 404
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Keep scrapes out of the service log."""
+
+    return Handler

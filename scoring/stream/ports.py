@@ -1,0 +1,100 @@
+"""The scorer's boundaries as small Protocols; Kafka and SQL backends live beside them.
+
+Unit tests drive the service with in-memory implementations of these; the
+integration tests use the real ones against a broker process and databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from scoring.db.repository import NewAlert
+
+#: A partition as ``(topic, partition)``; positions map it to the next offset to read.
+Partition = tuple[str, int]
+
+
+class DependencyDown(Exception):  # noqa: N818 - reads as a state, like ConnectionRefused
+    """A backend (database, broker) is unreachable for now: retry later, commit nothing."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """One consumed message, independent of the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """A checkpoint: behavioural state and the positions it reflects."""
+
+    state: bytes
+    positions: dict[Partition, int]
+    model_version: int | None = None
+
+
+class MessageSource(Protocol):
+    """Consumes transactions and labels with manual offset control."""
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Message]:
+        """Up to ``max_records`` messages, waiting at most ``timeout_ms``."""
+        ...
+
+    def commit(self, positions: dict[Partition, int]) -> None:
+        """Commit the next offsets to read (after the batch is durable)."""
+        ...
+
+    def keep_alive(self, seconds: float) -> None:
+        """Wait ``seconds`` without taking new messages while staying in the group."""
+        ...
+
+    def on_assignment(
+        self,
+        assigned: Callable[[list[Partition]], dict[Partition, int]],
+        revoked: Callable[[list[Partition]], None],
+    ) -> None:
+        """Register rebalance callbacks; ``assigned`` returns positions to seek to."""
+        ...
+
+    def lag(self) -> int:
+        """Messages behind the end of the assigned partitions (best effort)."""
+        ...
+
+    def close(self) -> None:
+        """Leave the group and close connections."""
+        ...
+
+
+class DeadLetterSink(Protocol):
+    """The dead-letter topic."""
+
+    def send(self, message: Message, reason: Exception) -> None:
+        """Queue the original message with the reason in its headers."""
+        ...
+
+    def flush(self) -> None:
+        """Block until every queued dead letter is acknowledged; DependencyDown if not."""
+        ...
+
+
+class AlertStore(Protocol):
+    """The alerts database, with the scorer's checkpoint in the same transaction."""
+
+    def write(self, alerts: Sequence[NewAlert], checkpoint: SavedState | None) -> int:
+        """Insert alerts (idempotently) and the checkpoint atomically; count of new alerts.
+
+        Raises DependencyDown while the database cannot be reached.
+        """
+        ...
+
+    def load(self) -> SavedState | None:
+        """Return the last checkpoint, if any."""
+        ...

@@ -1,0 +1,388 @@
+"""The streaming scorer's loop: poll, validate, update state, score, write alerts, commit.
+
+Delivery: at-least-once consumption plus an idempotent sink. A micro-batch is
+durable once its alerts (and, every ``checkpoint_seconds``, the behavioural
+state with the positions it reflects) are committed to the database; only then
+are Kafka offsets committed. On (re)assignment the scorer restores the last
+checkpoint and seeks to its positions, so a crash replays at most the events
+since that checkpoint — through the same state, giving the same scores — and
+``alerts.transaction_id`` being unique makes the replay write nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from features import spec
+from features.behaviour import BehaviourState
+from features.model_inputs import to_model_inputs
+from ingest.kafka_io import decode_label, decode_transaction, message_where
+from ingest.records import records_to_table
+from ingest.validation import ValidationError
+from scoring.clients.base import ModelClient, ModelRequestError, ModelUnavailable, Prediction
+from scoring.db.repository import NewAlert
+from scoring.stream.metrics import ScorerMetrics
+from scoring.stream.ports import (
+    AlertStore,
+    DeadLetterSink,
+    DependencyDown,
+    Message,
+    MessageSource,
+    Partition,
+    SavedState,
+)
+from scoring.stream.retry import Aborted, retry_until_done
+from scoring.stream.settings import ScorerSettings
+
+log = logging.getLogger(__name__)
+
+#: Resolves the alert threshold of the model version that produced a prediction.
+ThresholdOf = Callable[[Prediction], float]
+T = TypeVar("T")
+
+
+@dataclass
+class RunSummary:
+    """What one run of the scorer did (printed as JSON by ``fraud score``)."""
+
+    events: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+    labels: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    model_versions: set[int] = field(default_factory=set)
+
+    def as_dict(self) -> dict[str, object]:
+        """Figures for the last line of stdout."""
+        rate = self.events / self.seconds if self.seconds else 0.0
+        return {
+            "events": self.events,
+            "alerts": self.alerts,
+            "dead_letters": self.dead_letters,
+            "labels": self.labels,
+            "batches": self.batches,
+            "seconds": round(self.seconds, 3),
+            "events_per_s": round(rate, 1),
+            "model_versions": sorted(self.model_versions),
+        }
+
+
+@dataclass
+class _Decoded:
+    transactions: list[dict[str, object]] = field(default_factory=list)
+    transaction_messages: list[Message] = field(default_factory=list)
+    labels: list[dict[str, object]] = field(default_factory=list)
+    dead: list[tuple[Message, Exception]] = field(default_factory=list)
+
+
+class Scorer:
+    """One scorer process; sources, sinks and the model are injected."""
+
+    def __init__(
+        self,
+        settings: ScorerSettings,
+        source: MessageSource,
+        dead_letters: DeadLetterSink,
+        store: AlertStore,
+        model: ModelClient,
+        threshold_of: ThresholdOf,
+        metrics: ScorerMetrics | None = None,
+        initial_state: Callable[[], BehaviourState] = BehaviourState,
+        history: pa.Table | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.dead_letters = dead_letters
+        self.store = store
+        self.model = model
+        self.threshold_of = threshold_of
+        self.metrics = metrics or ScorerMetrics()
+        self.summary = RunSummary()
+        self._initial_state = initial_state
+        self._history = history
+        self.state = initial_state()
+        self._positions: dict[Partition, int] = {}
+        self._stop = threading.Event()
+        self._rebalanced = False
+        self._in_batch = False
+        self._last_checkpoint = time.monotonic()
+        self._model_version: int | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish the current batch and return (signal-safe)."""
+        self._stop.set()
+
+    def run(self) -> RunSummary:
+        """Consume until stopped (or idle for ``exit_when_idle_seconds``)."""
+        self.source.on_assignment(self._on_assigned, self._on_revoked)
+        started = time.monotonic()
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                messages = self.source.poll(self.settings.max_wait_ms, self.settings.max_batch)
+                if messages:
+                    idle_since = time.monotonic()
+                    self._process(messages)
+                elif self._idle_for_too_long(idle_since):
+                    break
+                self._maybe_checkpoint()
+                self.metrics.lag.set(self.source.lag())
+            self._checkpoint_now()
+        except Aborted:
+            log.warning(
+                "stopped while a dependency was down; events since the last "
+                "checkpoint will be replayed on restart"
+            )
+        finally:
+            self.summary.seconds = time.monotonic() - started
+            self.source.close()
+        return self.summary
+
+    def _idle_for_too_long(self, idle_since: float) -> bool:
+        limit = self.settings.exit_when_idle_seconds
+        return limit is not None and time.monotonic() - idle_since >= limit
+
+    # -- rebalance ------------------------------------------------------------
+
+    def _on_assigned(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """Restore state and positions from the last checkpoint (or warm a fresh state)."""
+        saved = self._retry(self.store.load, "loading the checkpoint", "database")
+        if saved is None:
+            self.state = self._initial_state()
+            if self._history is not None:
+                rows = self.state.warm(self._history)
+                log.info("warmed behavioural state from %d history rows", rows)
+            self._positions = {}
+        else:
+            self.state = BehaviourState.from_bytes(saved.state)
+            self._positions = dict(saved.positions)
+            log.info("restored state checkpoint at %s", saved.positions)
+        self._rebalanced = True
+        return {p: o for p, o in self._positions.items() if p in set(partitions)}
+
+    def _on_revoked(self, partitions: list[Partition]) -> None:
+        if not self._in_batch and partitions:
+            self._checkpoint_now()
+
+    # -- one micro-batch ------------------------------------------------------
+
+    def _process(self, messages: list[Message]) -> None:
+        started = time.monotonic()
+        self._rebalanced = False
+        self._in_batch = True
+        try:
+            decoded = self._decode(messages)
+            if decoded.labels:
+                self.state.apply_labels(_labels_table(decoded.labels))
+            alerts, alert_messages = self._score(decoded)
+            for message, error in decoded.dead:
+                self.dead_letters.send(message, error)
+            self._retry(self.dead_letters.flush, "dead-letter publish", "broker")
+            self._advance_positions(messages)
+            checkpoint = self._checkpoint_if_due()
+            inserted = self._retry(
+                lambda: self.store.write(alerts, checkpoint), "alert write", "database"
+            )
+            if checkpoint is not None:
+                self._checkpointed()
+        except Aborted:
+            if self._stop.is_set():
+                raise
+            log.warning("partitions were reassigned mid-batch: batch dropped, it will be replayed")
+            return
+        finally:
+            self._in_batch = False
+        self._count(decoded, alert_messages, inserted, started)
+
+    def _count(
+        self, decoded: _Decoded, alert_messages: list[Message], inserted: int, started: float
+    ) -> None:
+        now = time.time()
+        for message in alert_messages:
+            self.metrics.event_to_alert_seconds.observe(max(0.0, now - message.timestamp_ms / 1000))
+        for _, error in decoded.dead:
+            self.metrics.dead_letters.labels(field=getattr(error, "field", None) or "").inc()
+        self.summary.batches += 1
+        self.summary.events += len(decoded.transactions)
+        self.summary.alerts += inserted
+        self.summary.dead_letters += len(decoded.dead)
+        self.summary.labels += len(decoded.labels)
+        self.metrics.events.inc(len(decoded.transactions))
+        self.metrics.alerts.inc(inserted)
+        self.metrics.labels.inc(len(decoded.labels))
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        self.metrics.health.last_batch_at = now
+        self.metrics.health.lag = int(self.metrics.lag._value.get())
+
+    def _decode(self, messages: list[Message]) -> _Decoded:
+        out = _Decoded()
+        for m in messages:
+            where = message_where(m.topic, m.partition, m.offset)
+            try:
+                if m.topic == self.settings.labels_topic:
+                    out.labels.append(decode_label(m.value, where))
+                else:
+                    out.transactions.append(decode_transaction(m.value, where))
+                    out.transaction_messages.append(m)
+            except ValidationError as err:
+                out.dead.append((m, err))
+        return out
+
+    def _score(self, decoded: _Decoded) -> tuple[list[NewAlert], list[Message]]:
+        if not decoded.transactions:
+            return [], []
+        table = records_to_table(decoded.transactions, labelled=False)
+        features = self.state.update_and_read(table)
+        inputs = to_model_inputs(table, features)
+        try:
+            prediction = self._retry(lambda: self.model.predict(inputs), "model predict", "model")
+        except ModelRequestError as err:
+            # The model refuses these inputs: nothing to score them with. Keep
+            # them (dead-letter topic, with the reason) rather than crash-loop.
+            log.error("model rejected the batch: %s", err)
+            decoded.dead.extend((m, err) for m in decoded.transaction_messages)
+            return [], []
+        self._model_version = prediction.model_version
+        self.summary.model_versions.add(prediction.model_version)
+        self.metrics.model_version.set(prediction.model_version)
+        threshold = self.threshold_of(prediction)
+        hits = np.flatnonzero(prediction.scores >= threshold)
+        alerts = [
+            _alert(
+                decoded.transactions[i],
+                inputs,
+                int(i),
+                float(prediction.scores[i]),
+                threshold,
+                prediction.model_version,
+            )
+            for i in hits
+        ]
+        return alerts, [decoded.transaction_messages[i] for i in hits]
+
+    # -- positions, commits and checkpoints ------------------------------------
+
+    def _advance_positions(self, messages: list[Message]) -> None:
+        for m in messages:
+            key = (m.topic, m.partition)
+            self._positions[key] = max(self._positions.get(key, 0), m.offset + 1)
+
+    def _checkpoint_if_due(self) -> SavedState | None:
+        if time.monotonic() - self._last_checkpoint < self.settings.checkpoint_seconds:
+            return None
+        return SavedState(self.state.to_bytes(), dict(self._positions), self._model_version)
+
+    def _maybe_checkpoint(self) -> None:
+        if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_seconds:
+            self._checkpoint_now()
+
+    def _checkpoint_now(self) -> None:
+        saved = SavedState(self.state.to_bytes(), dict(self._positions), self._model_version)
+        self._retry(lambda: self.store.write([], saved), "checkpoint", "database")
+        self._checkpointed()
+
+    def _checkpointed(self) -> None:
+        """After a checkpoint is durable: commit its positions to Kafka, update gauges.
+
+        Kafka's committed offsets thus always equal the database checkpoint's
+        positions: a restart seeks there with exactly the state of that moment.
+        """
+        self._last_checkpoint = time.monotonic()
+        if self._positions:
+            try:
+                self.source.commit(dict(self._positions))
+            except Exception as err:
+                log.warning("offset commit failed (%s); the checkpoint keeps the positions", err)
+        self.metrics.last_checkpoint.set(time.time())
+        size = self.state.size()
+        self.metrics.state_keys.labels(kind="customers").set(size["customers"])
+        self.metrics.state_keys.labels(kind="terminals").set(size["terminals"])
+
+    # -- retries ----------------------------------------------------------------
+
+    def _retry(self, attempt: Callable[[], T], what: str, dependency: str) -> T:
+        """Run ``attempt`` until it succeeds, retrying while ``dependency`` is down.
+
+        Waits keep the consumer in its group; a stop request or a rebalance
+        during the wait aborts the batch (nothing of it is committed).
+        """
+        health = self.metrics.health
+        field_name = _HEALTH_FIELD[dependency]
+
+        def failed(err: BaseException) -> None:
+            setattr(health, field_name, False)
+            health.last_error = f"{what}: {err}"[:500]
+            self.metrics.retries.labels(dependency=dependency).inc()
+
+        def wait(seconds: float) -> bool:
+            if self._stop.is_set() or (self._in_batch and self._rebalanced):
+                return False
+            self.source.keep_alive(seconds)
+            return not (self._stop.is_set() or (self._in_batch and self._rebalanced))
+
+        result = retry_until_done(
+            attempt,
+            (DependencyDown, ModelUnavailable),
+            what=what,
+            wait=wait,
+            on_failure=failed,
+            initial_seconds=self.settings.retry_initial_seconds,
+            max_seconds=self.settings.retry_max_seconds,
+        )
+        setattr(health, field_name, True)
+        return result
+
+
+_HEALTH_FIELD = {"model": "model_ok", "database": "database_ok", "broker": "broker_ok"}
+
+
+def _labels_table(labels: list[dict[str, object]]) -> pa.Table:
+    return pa.table(
+        {
+            spec.TRANSACTION_ID: [r[spec.TRANSACTION_ID] for r in labels],
+            spec.TERMINAL_ID: [r[spec.TERMINAL_ID] for r in labels],
+            spec.TIMESTAMP: pa.array(
+                [r[spec.TIMESTAMP] for r in labels], pa.timestamp("us", tz="UTC")
+            ),
+            spec.LABEL_KEY: pa.array([r[spec.LABEL_KEY] for r in labels], pa.int8()),
+        }
+    )
+
+
+def _alert(
+    record: dict[str, object],
+    inputs: dict[str, np.ndarray],
+    row: int,
+    score: float,
+    threshold: float,
+    model_version: int,
+) -> NewAlert:
+    snapshot = {name: _plain(values[row]) for name, values in inputs.items()}
+    return NewAlert(
+        transaction_id=str(record[spec.TRANSACTION_ID]),
+        customer_id=str(record[spec.CUSTOMER_ID]),
+        terminal_id=str(record[spec.TERMINAL_ID]),
+        amount=float(record[spec.AMOUNT]),  # type: ignore[arg-type]
+        event_time=record[spec.TIMESTAMP],  # type: ignore[arg-type]
+        score=score,
+        threshold=threshold,
+        model_version=model_version,
+        features=snapshot,
+    )
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

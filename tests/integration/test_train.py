@@ -1,0 +1,316 @@
+"""`fraud train` end to end on a tiny simulated bank: pipeline, training, export.
+
+One training run (module fixture, 1 epoch) feeds most tests; the CLI test runs
+the command once more as a user would; the multi-replica test trains again in
+a subprocess on the fixture's transformed data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from features import spec
+from fraud.errors import InputError
+
+pytestmark = pytest.mark.integration
+
+TRAIN_START, TRAIN_END = date(2018, 5, 1), date(2018, 5, 8)
+FRAUD = str(Path(sys.executable).parent / "fraud")
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    """A small simulated bank as a date-partitioned lake, and its table."""
+    from ingest.simulator import SimulationConfig, simulate
+    from ingest.writers import write_transactions
+
+    table = simulate(SimulationConfig(customers=400, terminals=800, days=45, seed=3)).table
+    lake = tmp_path_factory.mktemp("bank") / "lake"
+    write_transactions(table, lake)
+    # A day after --train-end that cannot be parsed: training must never read it.
+    (lake / "date=2018-05-12" / "part-0.parquet").write_bytes(b"not parquet at all")
+    return lake, table
+
+
+def _config(lake: Path, model_dir: Path, **kwargs):
+    from training.train_job import TrainJobConfig
+    from training.trainer import TrainConfig
+
+    defaults = dict(
+        input_path=lake, train_start=TRAIN_START, train_end=TRAIN_END, model_dir=model_dir,
+        train=TrainConfig(epochs=1, batch_size=256),
+    )
+    return TrainJobConfig(**{**defaults, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def trained(bank, tmp_path_factory):
+    from training.train_job import run
+
+    lake, _ = bank
+    root = tmp_path_factory.mktemp("trained")
+    config = _config(lake, root / "models", work_dir=root / "work")
+    return config, run(config)
+
+
+def _rows_between(table: pa.Table, first: date, last: date) -> pa.Table:
+    days = table.column(spec.TIMESTAMP).to_numpy().astype("datetime64[D]")
+    keep = (days >= np.datetime64(first)) & (days <= np.datetime64(last))
+    return table.filter(pa.array(keep))
+
+
+def test_export_layout_and_metadata(trained, bank):
+    from scoring.model_store import list_versions
+    from training.train_job import fingerprint
+
+    config, result = trained
+    _, table = bank
+    assert result.export_path == config.model_dir / "1"
+    assert list_versions(config.model_dir) == [1]
+    assert (result.export_path / "saved_model.pb").is_file()
+    assert not [p for p in config.model_dir.iterdir() if p.name.startswith(".tmp-")]
+    vocabularies = {p.name for p in (result.export_path / "assets").iterdir()}
+    assert {f"vocab_{c}" for c in spec.CATEGORICAL_FIELDS} <= vocabularies
+
+    meta = json.loads((result.export_path / "assets.extra" / "metadata.json").read_text())
+    read = _rows_between(table, date.fromisoformat(meta["history_start"]), TRAIN_END)
+    assert meta["rows"]["read"] == read.num_rows
+    assert meta["data_fingerprint"] == fingerprint(read)
+    window = _rows_between(table, TRAIN_START, TRAIN_END)
+    assert meta["rows"]["train"]["rows"] + meta["rows"]["validation"]["rows"] == window.num_rows
+    valid = _rows_between(table, date(2018, 5, 7), TRAIN_END)  # last 20% of 8 days = 2 days
+    assert meta["validation_start"] == "2018-05-07"
+    assert meta["rows"]["validation"] == {
+        "rows": valid.num_rows, "frauds": int(np.sum(valid.column(spec.LABEL_KEY)))
+    }
+    assert meta["train_start"] == "2018-05-01" and meta["train_end"] == "2018-05-08"
+    assert meta["delay_days"] == 7
+    assert meta["model_inputs"] == list(spec.MODEL_INPUTS)
+    assert 0.0 < meta["threshold"] < 1.0
+    assert "alert budget" in meta["threshold_rule"]
+    assert meta["validation_metrics"]["alerts_per_day"] == pytest.approx(100, abs=5)
+    assert set(meta["versions"]) >= {"tensorflow", "tensorflow_transform"}
+    assert meta["training"]["replicas"] == 1
+    assert (config.logs_dir or config.model_dir / "logs").is_dir()
+
+
+def test_warmup_requests_are_real_rows_of_every_input(trained):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, result = trained
+    path = result.export_path / "assets.extra" / "tf_serving_warmup_requests"
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(str(path))]
+    assert len(logs) == 1
+    request = logs[0].predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    assert set(request.inputs) == set(spec.MODEL_INPUTS)
+    amounts = tf.make_ndarray(request.inputs[spec.AMOUNT])
+    assert amounts.shape == (5,) and (amounts > 0).all()
+    stamps = tf.make_ndarray(request.inputs[spec.TIMESTAMP])
+    assert stamps[0].decode().startswith("2018-05-07T") and stamps[0].decode().endswith("Z")
+
+
+def test_serving_signature_is_the_model_inputs(trained):
+    import tensorflow as tf
+
+    _, result = trained
+    fn = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+    _, inputs = fn.structured_input_signature
+    assert set(inputs) == set(spec.MODEL_INPUTS)
+    for name, dtype in spec.model_input_dtypes().items():
+        assert inputs[name].dtype.name == dtype
+        assert inputs[name].shape.as_list() == [None]
+    assert {k: (v.dtype.name, v.shape.as_list()) for k, v in fn.structured_outputs.items()} == {
+        "score": ("float32", [None])
+    }
+
+
+def test_export_is_self_contained_and_scores_like_the_model(trained, bank):
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from training.export import load_scorer
+    from training.model import fraud_probability
+
+    config, result = trained
+    work = config.work_dir
+    validation = pq.read_table(work / "validation_inputs.parquet")
+    raw = {n: validation.column(n).to_numpy(zero_copy_only=False) for n in spec.MODEL_INPUTS}
+
+    tft_output = tft.TFTransformOutput(str(work / "transform_fn"))
+    transformed = tft_output.transform_raw_features({n: tf.constant(v) for n, v in raw.items()})
+    names = [t.name for t in result.model.inputs]
+    logits = result.model({n: transformed[n] for n in names}, training=False)
+    in_memory = fraud_probability(logits, config.train.positive_weight).numpy()
+
+    # The export must not need the transform output: move it away while scoring.
+    hidden = work / "transform_fn.moved"
+    (work / "transform_fn").rename(hidden)
+    try:
+        exported = load_scorer(result.export_path)(raw)
+        batch = _batch_scores(bank, result)
+    finally:
+        hidden.rename(work / "transform_fn")
+    np.testing.assert_allclose(exported, in_memory, rtol=1e-6, atol=1e-7)
+    assert exported.std() > 0
+
+    # The batch scoring path (transactions + features -> to_model_inputs -> export)
+    # builds the very inputs training used: same scores for the same rows.
+    expected = dict(zip(raw[spec.TRANSACTION_ID], exported, strict=True))
+    assert batch.keys() == expected.keys()
+    np.testing.assert_allclose([batch[k] for k in expected], list(expected.values()), rtol=1e-6)
+
+
+def _batch_scores(bank, result) -> dict[str, float]:
+    """Validation-day scores through ``score_table``, by transaction id."""
+    from features.behaviour import compute_features
+    from training.batch_scoring import score_table
+
+    _, table = bank
+    read = _rows_between(table, date.fromisoformat(result.metadata["history_start"]), TRAIN_END)
+    features = compute_features(read)
+    days = read.column(spec.TIMESTAMP).to_numpy().astype("datetime64[D]")
+    valid = pa.array(days >= np.datetime64("2018-05-07"))
+    scores = score_table(result.export_path, read.filter(valid), features.filter(valid))
+    ids = read.filter(valid).column(spec.TRANSACTION_ID).to_pylist()
+    return dict(zip(ids, scores, strict=True))
+
+
+_REPLICA_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from training.trainer import TrainConfig, configure_logical_cpus, make_strategy, train
+    configure_logical_cpus(2)
+    import tensorflow_transform as tft
+    work = sys.argv[1]
+    output = tft.TFTransformOutput(work + "/transform_fn")
+    result = train(TrainConfig(epochs=1, batch_size=64), output,
+                   work + "/transformed/train-*.tfrecord",
+                   work + "/transformed/validation-*.tfrecord", fraud_rate=0.01)
+    print(json.dumps({
+        "replicas": result.replicas,
+        "devices": list(make_strategy().extended.worker_devices),
+        "global_batch_size": result.global_batch_size,
+        "examples_per_replica": list(result.examples_per_replica),
+    }))
+    """
+)
+
+
+def test_two_replicas_share_the_training_work(trained, tmp_path):
+    config, result = trained
+    work = tmp_path / "work"
+    shutil.copytree(config.work_dir, work)
+    done = subprocess.run(
+        [sys.executable, "-c", _REPLICA_SCRIPT, str(work)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["replicas"] == 2
+    assert len(figures["devices"]) == 2 and figures["devices"][0] != figures["devices"][1]
+    assert figures["global_batch_size"] == 128
+    per_replica = figures["examples_per_replica"]
+    train_rows = result.metadata["rows"]["train"]["rows"]
+    # Each replica processed its own half of every global batch.
+    assert len(per_replica) == 2 and sum(per_replica) == train_rows
+    assert abs(per_replica[0] - per_replica[1]) <= 64
+    assert min(per_replica) > 0
+
+
+def test_cli_trains_the_next_version(trained, bank):
+    config, _ = trained
+    lake, _ = bank
+    done = subprocess.run(
+        [FRAUD, "train", "--input", str(lake), "--train-start", "2018-05-01",
+         "--train-end", "2018-05-08", "--model-dir", str(config.model_dir), "--epochs", "1",
+         "--alerts-per-day", "20", "--runner", "DirectRunner",
+         "--beam-option", "direct_running_mode=in_memory"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert Path(last) == config.model_dir / "2"
+    meta = json.loads((Path(last) / "assets.extra" / "metadata.json").read_text())
+    assert meta["alerts_per_day_budget"] == 20
+    for stage in ("read", "features + TFT", "training", "export"):
+        assert stage in done.stderr
+
+
+def _cli_error(*args: str) -> str:
+    done = subprocess.run([FRAUD, "train", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
+def test_cli_rejects_unknown_runner_and_reversed_dates(bank, tmp_path):
+    lake, _ = bank
+    common = ["--input", str(lake), "--model-dir", str(tmp_path / "models")]
+    line = _cli_error(*common, "--train-start", "2018-05-01", "--train-end", "2018-05-08",
+                      "--runner", "NoSuchRunner")
+    assert line.startswith("error: unknown Beam runner 'NoSuchRunner'")
+    line = _cli_error(*common, "--train-start", "2018-05-08", "--train-end", "2018-05-01")
+    assert line == "error: --train-start 2018-05-08 is after --train-end 2018-05-01"
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ((date(2019, 1, 1), date(2019, 1, 7)), "no transactions between 2019-01-01 and 2019-01-07"),
+        ((date(2018, 5, 14), date(2018, 5, 20)), "no transactions in the validation split"),
+    ],
+)
+def test_empty_periods_are_rejected_before_any_work(bank, tmp_path, window, message):
+    from training.train_job import run
+
+    lake, table = bank
+    clean = tmp_path / "bank.parquet"
+    pq.write_table(table, clean)
+    config = _config(clean, tmp_path / "models", train_start=window[0], train_end=window[1],
+                     work_dir=tmp_path / "work")
+    with pytest.raises(InputError, match=message):
+        run(config)
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
+    assert not (tmp_path / "models").exists()
+
+
+def test_no_frauds_is_rejected(bank, tmp_path):
+    from training.train_job import run
+
+    _, table = bank
+    genuine = table.set_column(
+        table.schema.get_field_index(spec.LABEL_KEY), spec.LABEL_KEY,
+        pa.array(np.zeros(table.num_rows, np.int8)),
+    )
+    path = tmp_path / "genuine.parquet"
+    pq.write_table(genuine, path)
+    with pytest.raises(InputError, match=r"no frauds in the train split \(2018-05-01 to 2018-05-06\)"):
+        run(_config(path, tmp_path / "models"))
+
+
+def test_missing_column_is_rejected(bank, tmp_path):
+    from training.train_job import run
+
+    _, table = bank
+    path = tmp_path / "no-amount.parquet"
+    pq.write_table(table.drop_columns([spec.AMOUNT]), path)
+    with pytest.raises(InputError, match="amount"):
+        run(_config(path, tmp_path / "models"))

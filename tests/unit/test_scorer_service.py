@@ -1,0 +1,238 @@
+"""The scorer's loop against in-memory fakes of its own Protocols (no services)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from features import spec
+from scoring.clients.base import ModelRequestError, ModelStatus, ModelUnavailable, Prediction
+from scoring.stream.ports import DependencyDown, Message, Partition, SavedState
+from scoring.stream.service import Scorer
+from scoring.stream.settings import ScorerSettings
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def tx_message(offset: int, amount: float, customer: str = "C1", **extra) -> Message:
+    record = {
+        "transaction_id": f"t{offset}",
+        "timestamp": (T0 + timedelta(minutes=offset)).isoformat(),
+        "customer_id": customer,
+        "terminal_id": "T1",
+        "amount": amount,
+        **extra,
+    }
+    return Message("transactions", 0, offset, customer.encode(), json.dumps(record).encode(), 0)
+
+
+class FakeSource:
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
+        self.position = 0
+        self.committed: list[dict[Partition, int]] = []
+        self.assigned: Callable[[list[Partition]], dict[Partition, int]] | None = None
+        self.closed = False
+
+    def on_assignment(self, assigned, revoked) -> None:
+        self.assigned = assigned
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Message]:
+        if self.assigned is not None:
+            seek = self.assigned([("transactions", 0)])
+            self.assigned = None
+            if ("transactions", 0) in seek:
+                self.position = seek[("transactions", 0)]
+        batch = self.messages[self.position : self.position + max_records]
+        self.position += len(batch)
+        return batch
+
+    def commit(self, positions: dict[Partition, int]) -> None:
+        self.committed.append(dict(positions))
+
+    def keep_alive(self, seconds: float) -> None:
+        pass
+
+    def lag(self) -> int:
+        return len(self.messages) - self.position
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeDeadLetters:
+    def __init__(self) -> None:
+        self.sent: list[tuple[Message, Exception]] = []
+        self.queued: list[tuple[Message, Exception]] = []
+
+    def send(self, message: Message, reason: Exception) -> None:
+        self.queued.append((message, reason))
+
+    def flush(self) -> None:
+        self.sent += self.queued
+        self.queued = []
+
+
+class FakeStore:
+    def __init__(self, down_for: int = 0) -> None:
+        self.alerts: dict[str, object] = {}
+        self.saved: SavedState | None = None
+        self.down_for = down_for
+        self.writes = 0
+
+    def write(self, alerts, checkpoint) -> int:
+        if self.down_for > 0:
+            self.down_for -= 1
+            raise DependencyDown("database unavailable")
+        self.writes += 1
+        new = [a for a in alerts if a.transaction_id not in self.alerts]
+        self.alerts.update({a.transaction_id: a for a in new})
+        if checkpoint is not None:
+            self.saved = checkpoint
+        return len(new)
+
+    def load(self) -> SavedState | None:
+        return self.saved
+
+
+class FakeModel:
+    """score = amount / 100 capped at 1; version 3."""
+
+    def __init__(self, down_for: int = 0, reject: bool = False) -> None:
+        self.down_for = down_for
+        self.reject = reject
+        self.calls = 0
+        self.seen: list[dict[str, np.ndarray]] = []
+
+    def predict(self, inputs) -> Prediction:
+        self.calls += 1
+        if self.reject:
+            raise ModelRequestError("input 'amount' has the wrong dtype")
+        if self.down_for > 0:
+            self.down_for -= 1
+            raise ModelUnavailable("connection refused")
+        self.seen.append(dict(inputs))
+        scores = np.minimum(inputs["amount"].astype(np.float32) / 100, 1).astype(np.float32)
+        return Prediction(scores=scores, model_version=3)
+
+    def status(self) -> ModelStatus:
+        return ModelStatus(True, 3)
+
+    def close(self) -> None:
+        pass
+
+
+def make_scorer(messages, *, store=None, model=None, checkpoint_seconds=1e-9, **settings):
+    source = FakeSource(messages)
+    dlq = FakeDeadLetters()
+    store = store or FakeStore()
+    model = model or FakeModel()
+    scorer = Scorer(
+        ScorerSettings(
+            threshold=0.5, checkpoint_seconds=checkpoint_seconds, exit_when_idle_seconds=0,
+            retry_initial_seconds=0.001, retry_max_seconds=0.001, **settings,
+        ),
+        source, dlq, store, model, lambda p: 0.5,
+    )
+    return scorer, source, dlq, store, model
+
+
+def test_scores_above_threshold_become_alerts_with_snapshot_and_version():
+    messages = [tx_message(i, amount) for i, amount in enumerate([10, 70, 40, 95])]
+    scorer, source, dlq, store, _ = make_scorer(messages)
+    summary = scorer.run()
+    assert sorted(store.alerts) == ["t1", "t3"]
+    alert = store.alerts["t3"]
+    assert alert.model_version == 3 and alert.threshold == 0.5
+    assert alert.score == pytest.approx(0.95)
+    assert alert.features["amount"] == 95.0
+    assert alert.features["customer_nb_tx_1d"] == 4.0  # the behavioural state saw all four
+    assert set(spec.MODEL_INPUTS) <= set(alert.features)
+    assert summary.events == 4 and summary.alerts == 2 and not dlq.sent
+    assert source.committed[-1] == {("transactions", 0): 4}
+    assert source.closed
+
+
+def test_invalid_messages_go_to_the_dead_letter_topic_and_valid_ones_around_them_are_scored():
+    bad_amount = tx_message(1, -5)
+    not_json = Message("transactions", 0, 2, b"k", b"{oops", 0)
+    bad_utf8 = Message("transactions", 0, 3, b"k", b"\xff\xfe", 0)
+    messages = [tx_message(0, 80), bad_amount, not_json, bad_utf8, tx_message(4, 90)]
+    scorer, _, dlq, store, _ = make_scorer(messages)
+    summary = scorer.run()
+    assert sorted(store.alerts) == ["t0", "t4"]
+    assert [m.offset for m, _ in dlq.sent] == [1, 2, 3]
+    assert "amount" in str(dlq.sent[0][1]) and "transactions[0]@1" in str(dlq.sent[0][1])
+    assert summary.dead_letters == 3 and summary.events == 2
+
+
+def test_database_down_is_retried_without_loss_or_duplicates():
+    messages = [tx_message(i, 99) for i in range(6)]
+    scorer, source, _, store, _ = make_scorer(messages, store=FakeStore(down_for=4), max_batch=3)
+    scorer.run()
+    assert sorted(store.alerts) == [f"t{i}" for i in range(6)]
+    assert scorer.metrics.retries.labels(dependency="database")._value.get() == 4
+    assert source.committed[-1] == {("transactions", 0): 6}
+    assert scorer.metrics.health.database_ok
+
+
+def test_model_down_is_retried_and_nothing_is_committed_meanwhile():
+    model = FakeModel(down_for=3)
+    scorer, source, _, store, _ = make_scorer([tx_message(0, 99)], model=model)
+    scorer.run()
+    assert model.calls == 4 and list(store.alerts) == ["t0"]
+    assert source.committed[-1] == {("transactions", 0): 1}
+
+
+def test_a_model_that_rejects_the_inputs_sends_the_batch_to_the_dead_letter_topic():
+    scorer, _, dlq, store, _ = make_scorer([tx_message(0, 99)], model=FakeModel(reject=True))
+    scorer.run()
+    assert not store.alerts and len(dlq.sent) == 1 and "dtype" in str(dlq.sent[0][1])
+
+
+def test_restart_from_an_older_checkpoint_replays_to_identical_features_without_duplicates():
+    messages = [tx_message(i, float(10 + 13 * i % 90)) for i in range(40)]
+    store = FakeStore()
+    make_scorer(messages[:15], store=store, max_batch=5)[0].run()
+    older = store.saved
+    assert older is not None and older.positions == {("transactions", 0): 15}
+    # Crash after alerts of events 15..24 were written but before their checkpoint.
+    make_scorer(messages[:25], store=store, max_batch=5)[0].run()
+    alerts_before = dict(store.alerts)
+    store.saved = older
+    restarted, _, _, _, model = make_scorer(messages, store=store, max_batch=5)
+    restarted.run()
+
+    uninterrupted, _, _, reference_store, reference_model = make_scorer(messages, max_batch=5)
+    uninterrupted.run()
+    assert sorted(store.alerts) == sorted(reference_store.alerts)
+    assert all(store.alerts[k] is v for k, v in alerts_before.items())  # first write kept
+    for name in ("customer_nb_tx_1d", "customer_avg_amount_7d", "terminal_nb_tx_30d"):
+        replayed = np.concatenate([s[name] for s in model.seen])
+        reference = np.concatenate([s[name] for s in reference_model.seen])[15:]
+        np.testing.assert_array_equal(replayed, reference)
+
+
+def test_labels_are_applied_to_terminal_state():
+    label = {
+        "transaction_id": "t0", "is_fraud": 1, "timestamp": T0.isoformat(),
+        "customer_id": "C1", "terminal_id": "T1", "labelled_at": T0.isoformat(),
+        "source": "test",
+    }
+    week_later = (T0 + timedelta(days=7, minutes=1)).isoformat()
+    record = {"transaction_id": "t9", "timestamp": week_later, "customer_id": "C2",
+              "terminal_id": "T1", "amount": 1.0}
+    messages = [
+        tx_message(0, 10),
+        Message("fraud-labels", 0, 0, b"t0", json.dumps(label).encode(), 0),
+        Message("transactions", 0, 1, b"C2", json.dumps(record).encode(), 0),
+    ]
+    scorer, _, _, _, model = make_scorer(messages, max_batch=2)
+    summary = scorer.run()
+    assert summary.labels == 1
+    assert model.seen[-1]["terminal_nb_tx_1d"][-1] == 1.0
+    assert model.seen[-1]["terminal_risk_1d"][-1] == 1.0
