@@ -13,7 +13,7 @@ import json
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,7 +111,7 @@ class KafkaSettings:
         env = os.environ if env is None else env
         ints = {"max_poll_interval_ms", "session_timeout_ms", "heartbeat_interval_ms"}
         found: dict[str, Any] = {}
-        for name in asdict(cls(bootstrap_servers)):
+        for name in (f.name for f in fields(cls)):
             raw = env.get(_ENV_PREFIX + name.upper())
             if raw is None or name == "bootstrap_servers":
                 continue

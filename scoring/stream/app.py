@@ -65,45 +65,61 @@ def threshold_policy(settings: ScorerSettings, endpoints: Endpoints) -> Threshol
     return of
 
 
+class ScorerProcess:
+    """A scorer with its real backends built, and what must be closed after it."""
+
+    def __init__(self, settings: ScorerSettings, endpoints: Endpoints) -> None:
+        from scoring.db.engine import make_engine
+        from scoring.db.migrate import require_schema
+
+        check_reachable(endpoints.kafka)
+        topics = [settings.topic] + ([settings.labels_topic] if settings.labels_topic else [])
+        ensure_topics(endpoints.kafka, {t: 1 for t in [*topics, settings.dlq_topic]})
+        self.engine = make_engine(endpoints.db_url)
+        require_schema(self.engine)
+        self.model: ModelClient = make_client(endpoints.model, endpoints.model_name)
+        self.metrics = ScorerMetrics()
+        self.server = (
+            MetricsServer(self.metrics, endpoints.metrics_host, endpoints.metrics_port).start()
+            if endpoints.metrics_port is not None
+            else None
+        )
+        self.dead_letters = KafkaDeadLetters(endpoints.kafka, settings.dlq_topic)
+        self.scorer = Scorer(
+            settings,
+            KafkaSource(endpoints.kafka, settings.group_id, topics),
+            self.dead_letters,
+            SqlAlertStore(self.engine, settings.group_id),
+            self.model,
+            threshold_policy(settings, endpoints),
+            metrics=self.metrics,
+            history=_read_history(endpoints.history),
+        )
+
+    def run(self) -> RunSummary:
+        """Run the loop until stopped or idle, then close every backend."""
+        try:
+            return self.scorer.run()
+        finally:
+            self.dead_letters.close()
+            self.model.close()
+            self.engine.dispose()
+            if self.server is not None:
+                self.server.stop()
+
+
 def run_scorer(settings: ScorerSettings, endpoints: Endpoints) -> RunSummary:
     """Run one scorer until SIGTERM/SIGINT (or idle), with real Kafka, SQL and model backends."""
-    from scoring.db.engine import make_engine
-    from scoring.db.migrate import require_schema
-
-    check_reachable(endpoints.kafka)
-    topics = [settings.topic] + ([settings.labels_topic] if settings.labels_topic else [])
-    ensure_topics(endpoints.kafka, {t: 1 for t in [*topics, settings.dlq_topic]})
-    engine = make_engine(endpoints.db_url)
-    require_schema(engine)
-    history = _read_history(endpoints.history)
-    model: ModelClient = make_client(endpoints.model, endpoints.model_name)
-    metrics = ScorerMetrics()
-    server = (
-        MetricsServer(metrics, endpoints.metrics_host, endpoints.metrics_port).start()
-        if endpoints.metrics_port is not None
-        else None
-    )
-    dead_letters = KafkaDeadLetters(endpoints.kafka, settings.dlq_topic)
-    scorer = Scorer(
-        settings,
-        KafkaSource(endpoints.kafka, settings.group_id, topics),
-        dead_letters,
-        SqlAlertStore(engine, settings.group_id),
-        model,
-        threshold_policy(settings, endpoints),
-        metrics=metrics,
-        history=history,
-    )
-    previous = _stop_on_signals(scorer)
+    process = ScorerProcess(settings, endpoints)
+    previous = {
+        sig: signal.signal(sig, lambda *_: process.scorer.stop())
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
-        return scorer.run()
+        return process.run()
     finally:
-        _restore_signals(previous)
-        dead_letters.close()
-        model.close()
-        engine.dispose()
-        if server is not None:
-            server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _read_history(path: Path | None) -> Any:
@@ -112,15 +128,3 @@ def _read_history(path: Path | None) -> Any:
     from ingest.readers import read_transactions
 
     return read_transactions(path, labelled=True).table
-
-
-def _stop_on_signals(scorer: Scorer) -> dict[int, Any]:
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, lambda *_: scorer.stop())
-    return previous
-
-
-def _restore_signals(previous: dict[int, Any]) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)

@@ -33,43 +33,65 @@ class KafkaSource:
         self._topics = topics
         self._subscribed = False
         self._assigned_cb: Callable[[list[Partition]], dict[Partition, int]] | None = None
-        self._revoked_cb: Callable[[list[Partition]], None] | None = None
+        self._new_assignment: list[Partition] | None = None
 
     def on_assignment(
         self,
         assigned: Callable[[list[Partition]], dict[Partition, int]],
         revoked: Callable[[list[Partition]], None],
     ) -> None:
-        """Subscribe with rebalance callbacks: revoked, then assigned (seek to its answer)."""
-        from kafka import ConsumerRebalanceListener, TopicPartition
+        """Subscribe with rebalance callbacks.
 
-        consumer = self._consumer
+        kafka-python runs listeners on its IO thread, where no blocking consumer
+        call may be made; so ``revoked`` runs there (it must not touch the
+        consumer) and ``assigned`` runs on the caller's thread at the next
+        :meth:`poll`, which then seeks to the positions it returns.
+        """
+        from kafka import ConsumerRebalanceListener
+
+        source = self
 
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked_tps: Any) -> None:
                 revoked([(tp.topic, tp.partition) for tp in revoked_tps])
 
             def on_partitions_assigned(self, assigned_tps: Any) -> None:
-                positions = assigned([(tp.topic, tp.partition) for tp in assigned_tps])
-                for tp in assigned_tps:
-                    offset = positions.get((tp.topic, tp.partition))
-                    if offset is not None:
-                        consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
+                source._new_assignment = [(tp.topic, tp.partition) for tp in assigned_tps]
 
-        consumer.subscribe(self._topics, listener=Listener())
+        self._assigned_cb = assigned
+        self._consumer.subscribe(self._topics, listener=Listener())
         self._subscribed = True
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Message]:
-        """Messages from all assigned partitions, in offset order per partition."""
+        """Messages from all assigned partitions, in offset order per partition.
+
+        Right after a (re)assignment the records of that poll are dropped and
+        every partition is positioned where the ``assigned`` callback says (or
+        at the first dropped record), so nothing is skipped or read twice.
+        """
         if not self._subscribed:
             self._consumer.subscribe(self._topics)
             self._subscribed = True
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        if self._new_assignment is not None and self._assigned_cb is not None:
+            partitions, self._new_assignment = self._new_assignment, None
+            self._reposition(self._assigned_cb(partitions), batches)
+            return []
         return [
             Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
             for records in batches.values()
             for r in records
         ]
+
+    def _reposition(self, positions: dict[Partition, int], dropped: dict[Any, list[Any]]) -> None:
+        from kafka import TopicPartition
+
+        first_dropped = {(tp.topic, tp.partition): recs[0].offset for tp, recs in dropped.items()}
+        for tp in self._consumer.assignment():
+            key = (tp.topic, tp.partition)
+            offset = positions.get(key, first_dropped.get(key))
+            if offset is not None:
+                self._consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
 
     def positions(self) -> dict[Partition, int]:
         """Return the consumer's next offset of every assigned partition."""

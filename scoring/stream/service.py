@@ -116,6 +116,7 @@ class Scorer:
         self._in_batch = False
         self._last_checkpoint = time.monotonic()
         self._model_version: int | None = None
+        self._idle_since: float | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -127,14 +128,13 @@ class Scorer:
         """Consume until stopped (or idle for ``exit_when_idle_seconds``)."""
         self.source.on_assignment(self._on_assigned, self._on_revoked)
         started = time.monotonic()
-        idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
                 messages = self.source.poll(self.settings.max_wait_ms, self.settings.max_batch)
                 if messages:
-                    idle_since = time.monotonic()
+                    self._idle_since = time.monotonic()
                     self._process(messages)
-                elif self._idle_for_too_long(idle_since):
+                elif self._idle_for_too_long():
                     break
                 self._maybe_checkpoint()
                 self.metrics.lag.set(self.source.lag())
@@ -149,9 +149,12 @@ class Scorer:
             self.source.close()
         return self.summary
 
-    def _idle_for_too_long(self, idle_since: float) -> bool:
+    def _idle_for_too_long(self) -> bool:
+        """Idle time counts from the first partition assignment (a group join takes seconds)."""
         limit = self.settings.exit_when_idle_seconds
-        return limit is not None and time.monotonic() - idle_since >= limit
+        if limit is None or self._idle_since is None:
+            return False
+        return time.monotonic() - self._idle_since >= limit
 
     # -- rebalance ------------------------------------------------------------
 
@@ -169,11 +172,22 @@ class Scorer:
             self._positions = dict(saved.positions)
             log.info("restored state checkpoint at %s", saved.positions)
         self._rebalanced = True
+        self._idle_since = time.monotonic()
         return {p: o for p, o in self._positions.items() if p in set(partitions)}
 
     def _on_revoked(self, partitions: list[Partition]) -> None:
-        if not self._in_batch and partitions:
-            self._checkpoint_now()
+        """Best-effort checkpoint before losing partitions (one attempt, no Kafka calls).
+
+        Runs on the Kafka client's IO thread; if it fails, the next owner
+        replays from the previous checkpoint, which is just as correct.
+        """
+        if self._in_batch or not partitions:
+            return
+        saved = SavedState(self.state.to_bytes(), dict(self._positions), self._model_version)
+        try:
+            self.store.write([], saved)
+        except DependencyDown as err:
+            log.warning("checkpoint on revocation failed (%s); the last one stands", err)
 
     # -- one micro-batch ------------------------------------------------------
 

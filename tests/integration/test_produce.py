@@ -107,6 +107,8 @@ def test_produce_publishes_in_event_order_keyed_by_customer(
         in_offset_order = [tx for _, _, tx in sorted(seen)]
         in_event_order = [r["transaction_id"] for r in expected if r["customer_id"] == customer]
         assert in_offset_order == in_event_order
+        times = [decoded[tx]["timestamp"] for tx in in_offset_order]
+        assert times == sorted(times)
 
     label_messages = consume_all(kafka_broker.bootstrap, labels, 600)
     assert len(label_messages) == 600

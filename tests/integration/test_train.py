@@ -281,7 +281,7 @@ def test_cli_rejects_unknown_runner_and_reversed_dates(bank, tmp_path):
 def test_empty_periods_are_rejected_before_any_work(bank, tmp_path, window, message):
     from training.train_job import run
 
-    lake, table = bank
+    _, table = bank
     clean = tmp_path / "bank.parquet"
     pq.write_table(table, clean)
     config = _config(clean, tmp_path / "models", train_start=window[0], train_end=window[1],
@@ -302,7 +302,8 @@ def test_no_frauds_is_rejected(bank, tmp_path):
     )
     path = tmp_path / "genuine.parquet"
     pq.write_table(genuine, path)
-    with pytest.raises(InputError, match=r"no frauds in the train split \(2018-05-01 to 2018-05-06\)"):
+    expected = r"no frauds in the train split \(2018-05-01 to 2018-05-06\)"
+    with pytest.raises(InputError, match=expected):
         run(_config(path, tmp_path / "models"))
 
 

@@ -107,7 +107,9 @@ def _run(tmp_path, unseen_category: str) -> tuple[dict[str, list], dict[str, lis
 def test_preprocessing_fn_on_three_rows(tmp_path):
     train, serve = _run(tmp_path, unseen_category="never-seen")
 
-    np.testing.assert_allclose(train[spec.AMOUNT], _zscore([math.log1p(a) for a in AMOUNTS]), rtol=1e-5)
+    np.testing.assert_allclose(
+        train[spec.AMOUNT], _zscore([math.log1p(a) for a in AMOUNTS]), rtol=1e-5
+    )
     np.testing.assert_allclose(
         train["customer_nb_tx_1d"], _zscore([math.log1p(a) for a in NB_TX_1D]), rtol=1e-5
     )
