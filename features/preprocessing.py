@@ -26,12 +26,14 @@ class Numeric:
     """A real number: clipped, optionally ``log1p``-ed, then (optionally) z-scored.
 
     ``log1p`` tames heavy-tailed amounts and counts; the z-score uses the mean
-    and variance of the training split, analysed once by TFT.
+    and variance of the training split, analysed once by TFT. ``source`` names
+    the raw input when the output is a second view of it.
     """
 
     log1p: bool = False
     clip: tuple[float, float] | None = None
     zscore: bool = True
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,25 @@ def _rule_for(name: str) -> Transform:
     raise LookupError(f"no preprocessing rule for model input {name!r}")
 
 
-#: What each used model input becomes, by raw name (the transformed name is the same).
-TRANSFORMS: Mapping[str, Transform] = {
-    name: _rule_for(name) for name in spec.MODEL_INPUTS if name not in UNUSED_INPUTS
+#: Second views of an input, by output name. A linear amount keeps the large
+#: amounts far apart (the log squeezes them), so the network can learn sharp
+#: amount thresholds from few examples.
+_EXTRA_OUTPUTS: dict[str, Transform] = {
+    f"{spec.AMOUNT}_linear": Numeric(clip=(0.0, 10_000.0), source=spec.AMOUNT),
 }
+
+#: What the model sees, by output name: each used model input under its own
+#: name, plus the extra views (their raw input in ``source``).
+TRANSFORMS: Mapping[str, Transform] = {
+    **{name: _rule_for(name) for name in spec.MODEL_INPUTS if name not in UNUSED_INPUTS},
+    **_EXTRA_OUTPUTS,
+}
+
+
+def source_of(name: str) -> str:
+    """The raw input an output is computed from."""
+    transform = TRANSFORMS[name]
+    return (transform.source if isinstance(transform, Numeric) else None) or name
 
 
 def vocabulary_name(feature: str) -> str:
@@ -153,7 +170,7 @@ def _apply(name: str, x: tf.Tensor, transform: Transform) -> tf.Tensor:
 
 def preprocessing_fn(inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """Raw model inputs -> model features (TFT); the label, when present, passes through."""
-    outputs = {name: _apply(name, inputs[name], t) for name, t in TRANSFORMS.items()}
+    outputs = {name: _apply(name, inputs[source_of(name)], t) for name, t in TRANSFORMS.items()}
     if spec.LABEL_KEY in inputs:
         outputs[spec.LABEL_KEY] = tf.cast(inputs[spec.LABEL_KEY], tf.int64)
     return outputs

@@ -138,7 +138,8 @@ class Scorer:
                     break
                 self._maybe_checkpoint()
                 self.metrics.lag.set(self.source.lag())
-            self._checkpoint_now()
+            if self._idle_since is not None:
+                self._checkpoint_now()
         except Aborted:
             log.warning(
                 "stopped while a dependency was down; events since the last "
@@ -170,7 +171,7 @@ class Scorer:
         else:
             self.state = BehaviourState.from_bytes(saved.state)
             self._positions = dict(saved.positions)
-            log.info("restored state checkpoint at %s", saved.positions)
+            log.info("restored the state checkpoint at positions %s", saved.positions)
         self._rebalanced = True
         self._idle_since = time.monotonic()
         return {p: o for p, o in self._positions.items() if p in set(partitions)}
@@ -181,7 +182,7 @@ class Scorer:
         Runs on the Kafka client's IO thread; if it fails, the next owner
         replays from the previous checkpoint, which is just as correct.
         """
-        if self._in_batch or not partitions:
+        if self._in_batch or not partitions or self._idle_since is None:
             return
         saved = SavedState(self.state.to_bytes(), dict(self._positions), self._model_version)
         try:
@@ -298,6 +299,9 @@ class Scorer:
         return SavedState(self.state.to_bytes(), dict(self._positions), self._model_version)
 
     def _maybe_checkpoint(self) -> None:
+        """Checkpoint when due, but never before the first assignment restored the state."""
+        if self._idle_since is None:
+            return
         if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_seconds:
             self._checkpoint_now()
 

@@ -155,14 +155,24 @@ def test_kill_minus_nine_mid_stream_leaves_exactly_one_alert_per_event_above_thr
         target=_produce_slowly, args=(kafka_broker.bootstrap, topics.transactions, events)
     )
     feeder.start()
-    for _ in range(3):
-        proc = scorer_subprocess(args, log)
-        count_before = len(alerts(alerts_db_url))
-        wait_for(lambda: len(alerts(alerts_db_url)) > count_before, 90, "progress")  # noqa: B023
-        time.sleep(np.random.default_rng().uniform(0.2, 1.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    feeder.join()
+    rng = np.random.default_rng()
+    kills = 0
+    try:
+        while feeder.is_alive() or kills < 3:
+            proc = scorer_subprocess(args, log)
+            before = len(alerts(alerts_db_url))
+            wait_for(lambda: len(alerts(alerts_db_url)) > before or not feeder.is_alive(),  # noqa: B023
+                     90, "progress")
+            time.sleep(rng.uniform(0.1, 1.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            kills += 1
+            if kills >= 6:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        feeder.join()
     final = scorer_subprocess([*args, "--exit-when-idle", "4"], log)
     assert final.wait(180) == 0, log.read_text()[-3000:]
 
@@ -236,9 +246,10 @@ def _read_all(bootstrap: str, topic: str, expected: int) -> list:
 
 
 def _produce_slowly(bootstrap: str, topic: str, table: pa.Table) -> None:
+    """About 100 events every 0.6 s, so scorers are killed while events still arrive."""
     for start in range(0, table.num_rows, 100):
         produce(bootstrap, topic, table.slice(start, 100))
-        time.sleep(0.25)
+        time.sleep(0.6)
 
 
 def _free_port() -> int:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from features import spec
-from features.preprocessing import TRANSFORMS, Flag, Numeric, raw_feature_spec
+from features.preprocessing import TRANSFORMS, Flag, Numeric, raw_feature_spec, source_of
 
 tft_beam = pytest.importorskip("tensorflow_transform.beam")
 beam = pytest.importorskip("apache_beam")
@@ -113,6 +113,7 @@ def test_preprocessing_fn_on_three_rows(tmp_path):
     np.testing.assert_allclose(
         train["customer_nb_tx_1d"], _zscore([math.log1p(a) for a in NB_TX_1D]), rtol=1e-5
     )
+    np.testing.assert_allclose(train["amount_linear"], _zscore(AMOUNTS), rtol=1e-5)
     # Risk: clipped to [0, 1], not rescaled.
     assert train["terminal_risk_7d"] == pytest.approx([0.0, 0.5, 1.0])
     # Vocabulary ids by decreasing frequency; the single country gets id 0.
@@ -137,7 +138,7 @@ def test_preprocessing_fn_on_three_rows(tmp_path):
 
 
 def test_every_model_input_is_transformed_or_deliberately_unused():
-    used = set(TRANSFORMS)
+    used = {source_of(name) for name in TRANSFORMS}
     assert used | {spec.TRANSACTION_ID, spec.CUSTOMER_ID, spec.TERMINAL_ID, spec.TIMESTAMP} == set(
         spec.MODEL_INPUTS
     )
