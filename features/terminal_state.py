@@ -61,6 +61,10 @@ class TerminalStore:
     def __init__(self, windows_days: Sequence[int], delay_days: int, late_tolerance_us: int):
         self.windows_us = tuple(int(w) * DAY_US for w in windows_days)
         self.delay_us = int(delay_days) * DAY_US
+        self.late_tolerance_us = late_tolerance_us
+        #: Events that arrived more than the tolerance behind their terminal's newest
+        #: one: their terminal windows may miss expired history (a metric, not an error).
+        self.too_late = 0
         self.horizon_us = self.delay_us + max(self.windows_us) + late_tolerance_us
         self.histories: dict[str, TerminalHistory] = {}
         #: Labels that arrived before their transaction: id -> (time_us, terminal, fraud).
@@ -90,6 +94,7 @@ class TerminalStore:
         histories = self.histories
         pending = self.pending_labels
         delay, horizon, windows = self.delay_us, self.horizon_us, self.windows_us
+        tolerance = self.late_tolerance_us
         labels = frauds if frauds is not None else [None] * len(terminals)
         values: list[float] = []
         emit = values.extend
@@ -97,8 +102,11 @@ class TerminalStore:
             hist = histories.get(tid)
             if hist is None:
                 hist = histories[tid] = TerminalHistory()
-            if hist.times and hist.times[0] < t - horizon:
-                hist.expire_before(t - horizon)
+            if hist.times:
+                if t < hist.times[-1] - tolerance:
+                    self.too_late += 1
+                if hist.times[0] < t - horizon:
+                    hist.expire_before(t - horizon)
             times, flags = hist.times, hist.frauds
             end = t - delay
             hi = bisect_right(times, end)

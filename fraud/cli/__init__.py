@@ -42,29 +42,18 @@ def _register() -> None:
     from fraud.cli import score
 
     app.command("score")(score.score)
+    from fraud.cli import demo
+
+    app.command("demo")(demo.demo)
 
 
 _register()
 
 
 def main() -> None:
-    """Entry point: run the app; input errors exit 2 with a one-line reason."""
+    """Entry point: usage errors exit 2 (Typer); input errors exit 2 with a one-line reason."""
     try:
-        code = app(standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        app()
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except typer.Exit as err:
-        sys.exit(err.exit_code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as err:  # noqa: BLE001 - click usage errors and the rest
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise

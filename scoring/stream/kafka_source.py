@@ -16,8 +16,12 @@ log = logging.getLogger(__name__)
 #: Largest dead letter forwarded whole; bigger values are cut (the original stays
 #: in the source topic at the offset named in the headers).
 MAX_DEAD_LETTER_BYTES = 900 * 1024
-#: Largest message the scorer fetches (so a poison message cannot stall a partition).
-MAX_FETCH_BYTES = 16 * 1024 * 1024
+#: Bytes fetched per partition per request. Small on purpose: partitions are read
+#: in turns of ~1,000 events, which bounds how far one partition's event time runs
+#: ahead of another's (terminal state tolerates ``late_tolerance_hours`` of such
+#: skew). A larger message is still fetched whole (KIP-74), so a poison message
+#: cannot stall its partition.
+PARTITION_FETCH_BYTES = 256 * 1024
 
 
 class KafkaSource:
@@ -27,8 +31,8 @@ class KafkaSource:
         self._consumer = make_consumer(
             settings,
             group_id,
-            max_partition_fetch_bytes=MAX_FETCH_BYTES,
-            fetch_max_bytes=4 * MAX_FETCH_BYTES,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+            fetch_max_bytes=16 * PARTITION_FETCH_BYTES,
         )
         self._topics = topics
         self._subscribed = False

@@ -82,6 +82,11 @@ class ScorerMetrics:
         self.state_keys = Gauge(
             "fraud_scorer_state_keys", "Keys held in behavioural state", ["kind"], registry=r
         )
+        self.too_late = Gauge(
+            "fraud_scorer_events_beyond_late_tolerance",
+            "Events that arrived later than the state's tolerance behind their terminal",
+            registry=r,
+        )
         self.last_checkpoint = Gauge(
             "fraud_scorer_last_checkpoint_timestamp",
             "Unix time of the last state checkpoint",

@@ -59,11 +59,13 @@ class RunSummary:
     labels: int = 0
     batches: int = 0
     seconds: float = 0.0
+    #: From the start of the first batch to the end of the last one.
+    active_seconds: float = 0.0
     model_versions: set[int] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, object]:
         """Figures for the last line of stdout."""
-        rate = self.events / self.seconds if self.seconds else 0.0
+        rate = self.events / self.active_seconds if self.active_seconds else 0.0
         return {
             "events": self.events,
             "alerts": self.alerts,
@@ -71,6 +73,7 @@ class RunSummary:
             "labels": self.labels,
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
+            "active_seconds": round(self.active_seconds, 3),
             "events_per_s": round(rate, 1),
             "model_versions": sorted(self.model_versions),
         }
@@ -117,6 +120,7 @@ class Scorer:
         self._last_checkpoint = time.monotonic()
         self._model_version: int | None = None
         self._idle_since: float | None = None
+        self._first_batch_at: float | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -236,7 +240,10 @@ class Scorer:
         self.metrics.events.inc(len(decoded.transactions))
         self.metrics.alerts.inc(inserted)
         self.metrics.labels.inc(len(decoded.labels))
-        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        finished = time.monotonic()
+        self.metrics.batch_seconds.observe(finished - started)
+        self._first_batch_at = self._first_batch_at or started
+        self.summary.active_seconds = finished - self._first_batch_at
         self.metrics.health.last_batch_at = now
         self.metrics.health.lag = int(self.metrics.lag._value.get())
 
@@ -326,6 +333,7 @@ class Scorer:
         size = self.state.size()
         self.metrics.state_keys.labels(kind="customers").set(size["customers"])
         self.metrics.state_keys.labels(kind="terminals").set(size["terminals"])
+        self.metrics.too_late.set(self.state.terminals.too_late)
 
     # -- retries ----------------------------------------------------------------
 
