@@ -63,7 +63,7 @@ def _week(input_path: Path, train_start: date, work: Path, epochs: int) -> dict[
                        version=int(result.export_path.name))
     return {
         "train": f"{train_start}..{train_end}",
-        "test": f"{test_start}..{test_start + timedelta(days=6)}",
+        "test_period": f"{test_start}..{test_start + timedelta(days=6)}",
         "wall_s": round(wall, 1),
         "stages_s": {k: v for k, v in timings.items() if k != "rows_read"},
         "rows_read": timings["rows_read"],

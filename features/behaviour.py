@@ -74,6 +74,9 @@ class BehaviourState:
         )
         #: Latest event time seen (µs), or None before the first event.
         self.watermark_us: int | None = None
+        #: Expire nothing needed by events at or after this time (µs); a live
+        #: scorer sets it to its slowest partition's event time. None: the watermark.
+        self.expiry_floor_us: int | None = None
         self._last_sweep_us: int | None = None
 
     # -- events ---------------------------------------------------------------
@@ -149,14 +152,18 @@ class BehaviourState:
     # -- bookkeeping ----------------------------------------------------------
 
     def _advance(self, latest_us: int) -> None:
+        """Move the watermark; once per day of event time, expire what no event needs."""
         if self.watermark_us is None or latest_us > self.watermark_us:
             self.watermark_us = latest_us
+        now = self.watermark_us
+        if self.expiry_floor_us is not None:
+            now = min(now, self.expiry_floor_us)
         if self._last_sweep_us is None:
-            self._last_sweep_us = self.watermark_us
-        elif self.watermark_us - self._last_sweep_us >= _SWEEP_EVERY_US:
-            self.customers.expire_idle(self.watermark_us)
-            self.terminals.expire_idle(self.watermark_us)
-            self._last_sweep_us = self.watermark_us
+            self._last_sweep_us = now
+        elif now - self._last_sweep_us >= _SWEEP_EVERY_US:
+            self.customers.expire_idle(now)
+            self.terminals.expire(now)
+            self._last_sweep_us = now
 
     def size(self) -> dict[str, int]:
         """Keys and stored events, for metrics and memory checks."""

@@ -63,6 +63,7 @@ def encode_state(state: BehaviourState) -> bytes:
         "format": FORMAT_VERSION,
         "config": asdict(state.config),
         "watermark_us": state.watermark_us,
+        "expiry_floor_us": state.expiry_floor_us,
     }
     sink = io.BytesIO()
     for name in _PARTS:
@@ -93,6 +94,7 @@ def decode_state(data: bytes, cls: Any) -> BehaviourState:
     config["windows_days"] = tuple(config["windows_days"])
     state = cls(BehaviourConfig(**config))
     state.watermark_us = header["watermark_us"]
+    state.expiry_floor_us = header.get("expiry_floor_us")
     state._last_sweep_us = state.watermark_us
 
     c = tables["customers"].to_pydict()

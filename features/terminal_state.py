@@ -93,8 +93,7 @@ class TerminalStore:
         """
         histories = self.histories
         pending = self.pending_labels
-        delay, horizon, windows = self.delay_us, self.horizon_us, self.windows_us
-        tolerance = self.late_tolerance_us
+        delay, windows, tolerance = self.delay_us, self.windows_us, self.late_tolerance_us
         labels = frauds if frauds is not None else [None] * len(terminals)
         values: list[float] = []
         emit = values.extend
@@ -102,11 +101,8 @@ class TerminalStore:
             hist = histories.get(tid)
             if hist is None:
                 hist = histories[tid] = TerminalHistory()
-            if hist.times:
-                if t < hist.times[-1] - tolerance:
-                    self.too_late += 1
-                if hist.times[0] < t - horizon:
-                    hist.expire_before(t - horizon)
+            if hist.times and t < hist.times[-1] - tolerance:
+                self.too_late += 1
             times, flags = hist.times, hist.frauds
             end = t - delay
             hi = bisect_right(times, end)
@@ -145,10 +141,21 @@ class TerminalStore:
                 self.pending_labels[txid] = (int(t), tid, int(fraud))
         return matched
 
-    def expire_idle(self, now_us: int) -> int:
-        """Drop terminals and pending labels older than the horizon; return terminals dropped."""
+    def expire(self, now_us: int) -> int:
+        """Forget what is older than the horizon before ``now_us``; return terminals dropped.
+
+        Terminal histories are trimmed only here, never when an event is added:
+        events of one terminal come from every Kafka partition, and one
+        partition may run ahead of another, so the caller decides (with its
+        slowest partition's time) what "now" safely is.
+        """
         cutoff = now_us - self.horizon_us
-        idle = [tid for tid, h in self.histories.items() if not h.times or h.times[-1] < cutoff]
+        idle = []
+        for tid, hist in self.histories.items():
+            if hist.times and hist.times[0] < cutoff:
+                hist.expire_before(cutoff)
+            if not hist.times:
+                idle.append(tid)
         for tid in idle:
             del self.histories[tid]
         stale = [txid for txid, (t, _, _) in self.pending_labels.items() if t < cutoff]

@@ -205,6 +205,7 @@ def train(
         validation_data=validation_data,
         epochs=config.epochs,
         callbacks=callbacks,
+        shuffle=False,  # the dataset reshuffles itself each epoch
         verbose=0,
     )
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}

@@ -16,12 +16,9 @@ log = logging.getLogger(__name__)
 #: Largest dead letter forwarded whole; bigger values are cut (the original stays
 #: in the source topic at the offset named in the headers).
 MAX_DEAD_LETTER_BYTES = 900 * 1024
-#: Bytes fetched per partition per request. Small on purpose: partitions are read
-#: in turns of ~1,000 events, which bounds how far one partition's event time runs
-#: ahead of another's (terminal state tolerates ``late_tolerance_hours`` of such
-#: skew). A larger message is still fetched whole (KIP-74), so a poison message
-#: cannot stall its partition.
-PARTITION_FETCH_BYTES = 256 * 1024
+#: Bytes fetched per partition per request. A larger message is still fetched
+#: whole (KIP-74), so a poison message cannot stall its partition.
+PARTITION_FETCH_BYTES = 1024 * 1024
 
 
 class KafkaSource:
@@ -32,7 +29,7 @@ class KafkaSource:
             settings,
             group_id,
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
-            fetch_max_bytes=16 * PARTITION_FETCH_BYTES,
+            fetch_max_bytes=32 * PARTITION_FETCH_BYTES,
         )
         self._topics = topics
         self._subscribed = False
@@ -118,12 +115,13 @@ class KafkaSource:
 
     def keep_alive(self, seconds: float) -> None:
         """Pause the partitions and poll (no records) so the group keeps us."""
-        assigned = self._consumer.assignment()
-        self._consumer.pause(*assigned)
+        already = set(self._consumer.paused())
+        newly = [tp for tp in self._consumer.assignment() if tp not in already]
+        self._consumer.pause(*newly)
         try:
             self._consumer.poll(timeout_ms=int(seconds * 1000))
         finally:
-            self._consumer.resume(*self._consumer.assignment())
+            self._consumer.resume(*[tp for tp in newly if tp in self._consumer.assignment()])
 
     def lag(self) -> int:
         """Sum over assigned partitions of high watermark minus position."""

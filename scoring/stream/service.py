@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import numpy as np
@@ -44,6 +45,8 @@ from scoring.stream.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 
+#: How far behind the fastest partition expiry may be held for the slowest one.
+MAX_EXPIRY_HOLD_US = 7 * 86_400 * 1_000_000
 #: Resolves the alert threshold of the model version that produced a prediction.
 ThresholdOf = Callable[[Prediction], float]
 T = TypeVar("T")
@@ -121,6 +124,8 @@ class Scorer:
         self._model_version: int | None = None
         self._idle_since: float | None = None
         self._first_batch_at: float | None = None
+        #: Latest transaction event time (µs) read from each partition (expiry hold).
+        self._event_times: dict[Partition, int] = {}
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -176,6 +181,11 @@ class Scorer:
             self.state = BehaviourState.from_bytes(saved.state)
             self._positions = dict(saved.positions)
             log.info("restored the state checkpoint at positions %s", saved.positions)
+        # Partitions not read yet count as being at the state's watermark.
+        start = self.state.watermark_us
+        self._event_times = {
+            p: start for p in partitions if p[0] == self.settings.topic and start is not None
+        }
         self._rebalanced = True
         self._idle_since = time.monotonic()
         return {p: o for p, o in self._positions.items() if p in set(partitions)}
@@ -202,6 +212,7 @@ class Scorer:
         self._in_batch = True
         try:
             decoded = self._decode(messages)
+            self._hold_expiry(decoded)
             if decoded.labels:
                 self.state.apply_labels(_labels_table(decoded.labels))
             alerts, alert_messages = self._score(decoded)
@@ -293,6 +304,23 @@ class Scorer:
         ]
         return alerts, [decoded.transaction_messages[i] for i in hits]
 
+    def _hold_expiry(self, decoded: _Decoded) -> None:
+        """Let state expire only what the slowest partition no longer needs.
+
+        Terminal state mixes all partitions, and Kafka may hand us one partition
+        days ahead of another (a whole producer batch at a time); expiring by
+        the fastest one would drop history the others still need. The hold is
+        capped at ``MAX_EXPIRY_HOLD`` so an idle partition cannot grow memory.
+        """
+        for message, record in zip(decoded.transaction_messages, decoded.transactions, strict=True):
+            key = (message.topic, message.partition)
+            t = _epoch_us(record[spec.TIMESTAMP])
+            if t > self._event_times.get(key, t - 1):
+                self._event_times[key] = t
+        if self._event_times:
+            slowest, fastest = min(self._event_times.values()), max(self._event_times.values())
+            self.state.expiry_floor_us = max(slowest, fastest - MAX_EXPIRY_HOLD_US)
+
     # -- positions, commits and checkpoints ------------------------------------
 
     def _advance_positions(self, messages: list[Message]) -> None:
@@ -371,6 +399,15 @@ class Scorer:
 
 
 _HEALTH_FIELD = {"model": "model_ok", "database": "database_ok", "broker": "broker_ok"}
+
+
+def _epoch_us(moment: object) -> int:
+    assert isinstance(moment, datetime)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _labels_table(labels: list[dict[str, object]]) -> pa.Table:

@@ -192,3 +192,18 @@ def test_feature_table_has_the_contract_schema():
     out = compute_features(table([tx("1", d(0))]))
     assert out.schema.equals(spec.features_arrow_schema())
     assert np.isfinite(np.stack([c.to_numpy() for c in out.columns])).all()
+
+
+def test_expiry_floor_keeps_terminal_history_for_a_partition_running_behind():
+    """One Kafka partition days ahead of another must not expire the other's window history."""
+    history = [tx(f"h{day}", d(day), customer=f"H{day}") for day in range(0, 40)]
+    ahead = tx("ahead", d(60), customer="A")  # partition A, weeks ahead
+    behind = tx("behind", d(40), customer="B")  # partition B, still at day 40
+    expected = compute_features(table([*history, behind]))
+    state = BehaviourState()
+    state.warm(table(history))
+    state.expiry_floor_us = int(d(40).timestamp() * 1_000_000)  # the slow partition's time
+    state.update_and_read(table([ahead]))
+    got = state.update_and_read(table([behind]))
+    assert got.column("terminal_nb_tx_30d")[0].as_py() == expected.column("terminal_nb_tx_30d")[-1].as_py() == 30
+    assert state.terminals.too_late == 1  # counted: it arrived well behind its terminal
