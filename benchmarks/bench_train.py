@@ -23,6 +23,7 @@ import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,17 +39,19 @@ def _simulate(directory: Path) -> Path:
     return path
 
 
-def _week(input_path: Path, train_start: date, work: Path, epochs: int) -> dict[str, object]:
+def _week(
+    input_path: Path, train_start: date, work: Path, train: dict[str, Any]
+) -> dict[str, Any]:
     from training.evaluate_job import evaluate
+    from training.settings import TrainConfig
     from training.train_job import TrainJobConfig, run
-    from training.trainer import TrainConfig
 
     train_end = train_start + timedelta(days=6)
     test_start = train_end + timedelta(days=8)
     config = TrainJobConfig(
         input_path=input_path, train_start=train_start, train_end=train_end,
         model_dir=work / "models", work_dir=work / f"work-{train_start}",
-        train=TrainConfig(epochs=epochs),
+        train=TrainConfig(**train),
     )
     started = time.perf_counter()
     result = run(config, progress=lambda m: print(f"  {m}", file=sys.stderr))
@@ -88,6 +91,7 @@ def main() -> None:
                         default=date(2018, 7, 25), help="the Handbook's first training day")
     parser.add_argument("--weeks", type=int, default=1, help="consecutive test weeks")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--positive-weight", type=float, default=5.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
@@ -96,7 +100,8 @@ def main() -> None:
         for k in range(args.weeks):
             start = args.first_train_start + timedelta(days=7 * k)
             print(f"week {k + 1}: training from {start}", file=sys.stderr)
-            week = _week(input_path, start, work, args.epochs)
+            train = {"epochs": args.epochs, "positive_weight": args.positive_weight}
+            week = _week(input_path, start, work, train)
             print(json.dumps(week), flush=True)
             weeks.append(week)
     mean = {m: round(float(np.mean([w["test"][m] for w in weeks])), 4) for m in HANDBOOK}

@@ -110,7 +110,9 @@ class CustomerStore:
             hist = histories.get(cid)
             if hist is None:
                 hist = histories[cid] = CustomerHistory()
-            if hist.times and hist.times[0] < t - horizon_us:
+            if hist.times and hist.times[0] < t - horizon_us - DAY_US:
+                # A day of slack trims in one go what would otherwise be trimmed
+                # one event at a time; retention only, never the features.
                 hist.expire_before(t - horizon_us)
             pos = hist.insert(t, amount, terminal, category)
             times, amts = hist.times, hist.amounts

@@ -21,12 +21,11 @@ through ``--runner``/``--beam-option``). Steps, all named:
 
 from __future__ import annotations
 
+import time as time_module
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-
-import time as time_module
 
 import apache_beam as beam
 import numpy as np
@@ -38,8 +37,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from features import spec
 from features.behaviour import BehaviourConfig, compute_features
 from features.model_inputs import model_input_columns
-from features.preprocessing import preprocessing_fn
-from training.record_batches import tensor_adapter_config, to_record_batches
 
 #: Split names, in time order.
 TRAIN, VALIDATION = "train", "validation"
@@ -142,6 +139,8 @@ def _training_window(tables: tuple[pa.Table, pa.Table], config: PipelineConfig) 
 
 
 def _record_batches(window: pa.Table, split: str, batch_rows: int) -> Iterable[pa.RecordBatch]:
+    from training.record_batches import to_record_batches
+
     part = window.filter(pc.equal(window.column("split"), split))
     columns = {name: part.column(name).combine_chunks() for name in spec.MODEL_INPUTS}
     labels = part.column(spec.LABEL_KEY).combine_chunks()
@@ -167,6 +166,9 @@ def build(pipeline: beam.Pipeline, config: PipelineConfig, transactions: pa.Tabl
     and the window, nothing after ``train_end``.
     """
     import tensorflow_transform.beam as tft_beam
+
+    from features.preprocessing import preprocessing_fn
+    from training.record_batches import tensor_adapter_config
 
     window = (
         pipeline

@@ -31,7 +31,7 @@ from features import spec
 from features.customer_state import NOVELTY_DAYS
 from fraud.errors import InputError
 from training.pipeline import TRAIN, VALIDATION, PipelineConfig, window_rows
-from training.trainer import TrainConfig
+from training.settings import TrainConfig
 
 Progress = Callable[[str], None]
 
@@ -130,16 +130,16 @@ def check_request(config: TrainJobConfig) -> None:
 
 def check_runner(runner: str) -> None:
     """The runner must be one Beam knows (by name or dotted path) and can import."""
+    from apache_beam.options.pipeline_options import StandardOptions
     from apache_beam.runners.runner import create_runner
 
     try:
         create_runner(runner)
-    except (ValueError, ImportError, AttributeError) as err:
-        from apache_beam.options.pipeline_options import StandardOptions
-
+    except ImportError as err:
+        raise InputError(f"Beam runner {runner!r} is not available here: {err}") from None
+    except (ValueError, AttributeError):
         known = ", ".join(StandardOptions.KNOWN_RUNNER_NAMES)
-        raise InputError(f"unknown Beam runner {runner!r} ({err.__class__.__name__}); "
-                         f"known runners: {known}") from None
+        raise InputError(f"unknown Beam runner {runner!r}; known runners: {known}") from None
 
 
 def _split_counts(transactions: pa.Table, config: PipelineConfig) -> dict[str, dict[str, int]]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import glob
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -30,31 +29,10 @@ import tensorflow as tf
 
 from features import spec
 from training.model import build_model_from_transform
+from training.settings import TrainConfig
 
 #: Name of the validation metric early stopping monitors.
 VALIDATION_AP = "val_average_precision"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters and run settings of one training."""
-
-    epochs: int = 20
-    batch_size: int = 512
-    learning_rate: float = 1e-3
-    hidden_units: tuple[int, ...] = (128, 64)
-    dropout: float = 0.1
-    positive_weight: float = 5.0
-    patience: int = 3
-    mixed_precision: bool = False
-    seed: int = 0
-    logs_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
-            raise ValueError("epochs and batch_size must be >= 1, patience >= 0")
-        if self.positive_weight <= 0:
-            raise ValueError(f"positive_weight must be > 0, got {self.positive_weight}")
 
 
 @dataclass(frozen=True)
@@ -151,6 +129,27 @@ def _dataset(
     return records.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
+def _compiled_model(
+    config: TrainConfig, tft_output: Any, fraud_rate: float, examples: ExamplesSeen
+) -> keras.Model:
+    """A fresh model, compiled; call inside the strategy's scope."""
+    model = build_model_from_transform(
+        tft_output,
+        hidden_units=config.hidden_units,
+        dropout=config.dropout,
+        fraud_rate=min(max(fraud_rate * config.positive_weight, 1e-4), 0.5),
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[
+            keras.metrics.AUC(curve="PR", from_logits=True, name="average_precision"),
+            examples,
+        ],
+    )
+    return model
+
+
 def train(
     config: TrainConfig,
     tft_output: Any,
@@ -166,43 +165,26 @@ def train(
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     feature_spec = tft_output.transformed_feature_spec()
-    train_data = _dataset(
-        train_pattern, feature_spec, global_batch, config.positive_weight, config.seed
-    )
-    validation_data = _dataset(
-        validation_pattern, feature_spec, global_batch, config.positive_weight, None
-    )
+
+    def data(pattern: str, shuffle: bool) -> tf.data.Dataset:
+        seed = config.seed if shuffle else None
+        return _dataset(pattern, feature_spec, global_batch, config.positive_weight, seed)
+
     with strategy.scope():
-        model = build_model_from_transform(
-            tft_output,
-            hidden_units=config.hidden_units,
-            dropout=config.dropout,
-            fraud_rate=min(max(fraud_rate * config.positive_weight, 1e-4), 0.5),
-        )
         examples = ExamplesSeen()
-        model.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
-            loss=keras.losses.BinaryCrossentropy(from_logits=True),
-            metrics=[
-                keras.metrics.AUC(curve="PR", from_logits=True, name="average_precision"),
-                examples,
-            ],
-        )
+        model = _compiled_model(config, tft_output, fraud_rate, examples)
     counts = _TrainingCounts(examples, strategy)
     callbacks: list[keras.callbacks.Callback] = [
         counts,
         keras.callbacks.EarlyStopping(
-            monitor=VALIDATION_AP,
-            mode="max",
-            patience=config.patience,
-            restore_best_weights=True,
-        )
+            monitor=VALIDATION_AP, mode="max", patience=config.patience, restore_best_weights=True
+        ),
     ]
     if config.logs_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(config.logs_dir)))
     fit = model.fit(
-        train_data,
-        validation_data=validation_data,
+        data(train_pattern, shuffle=True),
+        validation_data=data(validation_pattern, shuffle=False),
         epochs=config.epochs,
         callbacks=callbacks,
         shuffle=False,  # the dataset reshuffles itself each epoch

@@ -45,6 +45,9 @@ def _register() -> None:
     from fraud.cli import demo
 
     app.command("demo")(demo.demo)
+    from fraud.cli import bench
+
+    app.add_typer(bench.app, name="bench")
 
 
 _register()

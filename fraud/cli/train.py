@@ -85,8 +85,8 @@ def train(
     """Retrain the model on a window of labelled history and export a new version."""
     from rich.console import Console
 
+    from training.settings import TrainConfig
     from training.train_job import TrainJobConfig, run
-    from training.trainer import TrainConfig
 
     console = Console(stderr=True, log_path=False, soft_wrap=True)
     config = TrainJobConfig(

@@ -116,6 +116,7 @@ class Scorer:
         self._initial_state = initial_state
         self._history = history
         self.state = initial_state()
+        self._warmed: bytes | None = None
         self._positions: dict[Partition, int] = {}
         self._stop = threading.Event()
         self._rebalanced = False
@@ -124,10 +125,17 @@ class Scorer:
         self._model_version: int | None = None
         self._idle_since: float | None = None
         self._first_batch_at: float | None = None
+        #: When set, every alert's event-to-alert latency (s) is appended (benchmarks).
+        self.latency_sink: list[float] | None = None
         #: Latest transaction event time (µs) read from each partition (expiry hold).
         self._event_times: dict[Partition, int] = {}
 
     # -- lifecycle ------------------------------------------------------------
+
+    @property
+    def assigned(self) -> bool:
+        """True once partitions are assigned and the state restored or warmed."""
+        return self._idle_since is not None
 
     def stop(self) -> None:
         """Ask the loop to finish the current batch and return (signal-safe)."""
@@ -135,8 +143,9 @@ class Scorer:
 
     def run(self) -> RunSummary:
         """Consume until stopped (or idle for ``exit_when_idle_seconds``)."""
-        self.source.on_assignment(self._on_assigned, self._on_revoked)
         started = time.monotonic()
+        self._warm_up()
+        self.source.on_assignment(self._on_assigned, self._on_revoked)
         try:
             while not self._stop.is_set():
                 messages = self.source.poll(self.settings.max_wait_ms, self.settings.max_batch)
@@ -168,14 +177,30 @@ class Scorer:
 
     # -- rebalance ------------------------------------------------------------
 
+    def _warm_up(self) -> None:
+        """Before joining the group: warm a fresh state from history unless a checkpoint exists.
+
+        Done up front because it can take longer than the group's poll interval;
+        a checkpoint already contains that history (and more), so it is never
+        counted twice.
+        """
+        if self._history is None:
+            return
+        if self._retry(self.store.load, "loading the checkpoint", "database") is not None:
+            log.info("a state checkpoint exists: --history is not replayed again")
+            return
+        state = self._initial_state()
+        rows = state.warm(self._history)
+        self._warmed = state.to_bytes()
+        log.info("warmed behavioural state from %d history rows", rows)
+
     def _on_assigned(self, partitions: list[Partition]) -> dict[Partition, int]:
-        """Restore state and positions from the last checkpoint (or warm a fresh state)."""
+        """Restore state and positions from the last checkpoint (or the warmed start state)."""
         saved = self._retry(self.store.load, "loading the checkpoint", "database")
         if saved is None:
-            self.state = self._initial_state()
-            if self._history is not None:
-                rows = self.state.warm(self._history)
-                log.info("warmed behavioural state from %d history rows", rows)
+            self.state = (
+                BehaviourState.from_bytes(self._warmed) if self._warmed else self._initial_state()
+            )
             self._positions = {}
         else:
             self.state = BehaviourState.from_bytes(saved.state)
@@ -240,7 +265,10 @@ class Scorer:
     ) -> None:
         now = time.time()
         for message in alert_messages:
-            self.metrics.event_to_alert_seconds.observe(max(0.0, now - message.timestamp_ms / 1000))
+            latency = max(0.0, now - message.timestamp_ms / 1000)
+            self.metrics.event_to_alert_seconds.observe(latency)
+            if self.latency_sink is not None:
+                self.latency_sink.append(latency)
         for _, error in decoded.dead:
             self.metrics.dead_letters.labels(field=getattr(error, "field", None) or "").inc()
         self.summary.batches += 1

@@ -45,8 +45,8 @@ def bank(tmp_path_factory):
 
 
 def _config(lake: Path, model_dir: Path, **kwargs):
+    from training.settings import TrainConfig
     from training.train_job import TrainJobConfig
-    from training.trainer import TrainConfig
 
     defaults = dict(
         input_path=lake, train_start=TRAIN_START, train_end=TRAIN_END, model_dir=model_dir,
@@ -193,7 +193,8 @@ def _batch_scores(bank, result) -> dict[str, float]:
 _REPLICA_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    from training.trainer import TrainConfig, configure_logical_cpus, make_strategy, train
+    from training.settings import TrainConfig
+    from training.trainer import configure_logical_cpus, make_strategy, train
     configure_logical_cpus(2)
     import tensorflow_transform as tft
     work = sys.argv[1]
