@@ -47,6 +47,9 @@ def score(
         int | None,
         typer.Option(envvar="FRAUD_METRICS_PORT", help="Serve /metrics and /healthz here."),
     ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(envvar="FRAUD_METRICS_HOST", help="Address of the metrics endpoint.")
+    ] = "127.0.0.1",
     exit_when_idle: Annotated[
         float | None,
         typer.Option(help="Stop after this many seconds without new events."),
@@ -93,6 +96,7 @@ def score(
         model_dir=model_dir if model_server else None,
         history=history,
         metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
     summary = run_scorer(settings, endpoints)
     print(json.dumps(summary.as_dict()))
