@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from features import spec
-from features.customer_state import CustomerStore
+from features.customer_state import NOVELTY_DAYS, CustomerStore
 from features.sharding import sharded_replay
 from features.state_codec import decode_state, encode_state
 from features.terminal_state import TerminalStore
@@ -55,6 +55,17 @@ class BehaviourConfig:
                 f"the model contract names features for windows {spec.WINDOWS_DAYS}; "
                 f"got {self.windows_days}"
             )
+
+
+def lookback_days(delay_days: int = spec.DEFAULT_DELAY_DAYS) -> int:
+    """Days of history before an event that its behavioural features can depend on.
+
+    Customer windows and novelty flags reach ``max(window, novelty)`` days back;
+    terminal windows end ``delay`` days back and span ``max(window)`` days.
+    Replaying this much history before a period gives exactly the features of
+    a full replay (the training and evaluation jobs read no more than that).
+    """
+    return max(*spec.WINDOWS_DAYS, NOVELTY_DAYS) + delay_days
 
 
 class BehaviourState:

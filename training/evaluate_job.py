@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from features import spec
-from features.customer_state import NOVELTY_DAYS
+from features.behaviour import lookback_days
 from fraud.errors import InputError
 from scoring import model_store
 from training import evaluation as ev
@@ -73,15 +73,6 @@ def choose_model(model_dir: str | Path, version: int | None) -> ModelChoice:
                        float(threshold), delay_days, train_start)
 
 
-def history_days(delay_days: int) -> int:
-    """Days of history before the period that the behavioural features look back over.
-
-    Customer windows and novelty flags reach ``max(window, novelty)`` days back;
-    terminal risk windows end ``delay`` days back and span ``max(window)`` days.
-    """
-    return max(*spec.WINDOWS_DAYS, NOVELTY_DAYS) + delay_days
-
-
 def _period_days(start: date, end: date) -> np.ndarray:
     return np.arange(np.datetime64(start, "D"), np.datetime64(end, "D") + 1)
 
@@ -106,7 +97,7 @@ def _load_period(
     from features.behaviour import BehaviourConfig, compute_features
     from ingest.readers import read_transactions
 
-    first = start - timedelta(days=history_days(model.delay_days))
+    first = start - timedelta(days=lookback_days(model.delay_days))
     since = model.train_start or first
     table = read_transactions(input_path, labelled=True, start=min(first, since), end=end).table
     days = table.column(spec.TIMESTAMP).to_numpy().astype("datetime64[D]")
@@ -184,7 +175,7 @@ def evaluate(
     say = progress or (lambda _: None)
     _check_request(input_path, start, end)
     model = choose_model(model_dir, version)
-    say(f"reading {input_path} and computing features ({history_days(model.delay_days)} "
+    say(f"reading {input_path} and computing features ({lookback_days(model.delay_days)} "
         f"days of history before {start})")
     loaded = _load_period(input_path, start, end, model, exclude_known=not keep_known_compromised)
 

@@ -28,22 +28,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features import spec
-from features.customer_state import NOVELTY_DAYS
+from features.behaviour import lookback_days
 from fraud.errors import InputError
 from training.pipeline import TRAIN, VALIDATION, PipelineConfig, window_rows
 from training.settings import TrainConfig
 
 Progress = Callable[[str], None]
-
-
-def required_history_days(delay_days: int) -> int:
-    """Days before the window that the behavioural features can look back over.
-
-    Customer windows and novelty flags reach ``max(window, novelty)`` days back;
-    terminal risk windows end ``delay`` days back and span ``max(window)`` days.
-    Reading this much history gives exactly the features of a full replay.
-    """
-    return max(*spec.WINDOWS_DAYS, NOVELTY_DAYS) + delay_days
 
 
 @dataclass(frozen=True)
@@ -81,7 +71,7 @@ class TrainJobConfig:
         """First day read: the window start minus the history."""
         days = self.history_days
         if days is None:
-            days = required_history_days(self.delay_days)
+            days = lookback_days(self.delay_days)
         return self.train_start - timedelta(days=days)
 
 

@@ -27,8 +27,6 @@ class Prediction:
 
     scores: np.ndarray
     model_version: int
-    #: Alert threshold chosen at training time, when the model exports one.
-    threshold: float | None = None
 
 
 @dataclass(frozen=True)

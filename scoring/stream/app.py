@@ -37,8 +37,9 @@ class Endpoints:
 def threshold_policy(settings: ScorerSettings, endpoints: Endpoints) -> ThresholdOf:
     """A fixed ``--threshold``, else the one chosen at training time for each version.
 
-    The chosen threshold travels with the model: the ``threshold`` output of the
-    serving signature, else ``metadata.json`` of the version in the model directory.
+    The chosen threshold is in ``metadata.json`` of each version; TF Serving's API
+    cannot return it, so a remote model server needs the (read-only) model
+    directory too — the same one the server loads from.
     """
     if settings.threshold is not None:
         fixed = settings.threshold
@@ -49,13 +50,12 @@ def threshold_policy(settings: ScorerSettings, endpoints: Endpoints) -> Threshol
     cache: dict[int, float] = {}
 
     def of(prediction: Prediction) -> float:
-        if prediction.threshold is not None:
-            return prediction.threshold
         version = prediction.model_version
         if version not in cache:
             if model_dir is None:
                 raise InputError(
-                    "the served model exports no threshold: pass --threshold or --model-dir"
+                    "no threshold for this model: pass --threshold, or --model-dir "
+                    "(each version's metadata.json holds the one chosen at training time)"
                 )
             from scoring.model_store import read_metadata
 

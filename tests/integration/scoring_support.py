@@ -26,8 +26,9 @@ FRAUD = str(Path(sys.executable).with_name("fraud"))
 
 
 def small_bank(days: int = 12, seed: int = 3) -> pa.Table:
-    config = SimulationConfig(customers=120, terminals=240, days=days,
-                              start_date=date(2018, 4, 1), seed=seed)
+    config = SimulationConfig(
+        customers=120, terminals=240, days=days, start_date=date(2018, 4, 1), seed=seed
+    )
     return simulate(config).table
 
 
@@ -56,9 +57,13 @@ def alerts(db_url: str) -> list[dict[str, object]]:
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT transaction_id, score, threshold, model_version FROM alerts"
-            )).mappings().all()
+            rows = (
+                conn.execute(
+                    text("SELECT transaction_id, score, threshold, model_version FROM alerts")
+                )
+                .mappings()
+                .all()
+            )
         return [dict(r) for r in rows]
     finally:
         engine.dispose()
@@ -82,16 +87,28 @@ class Topics:
 
     def settings(self, **overrides: object) -> ScorerSettings:
         values: dict[str, object] = {
-            "topic": self.transactions, "labels_topic": self.labels, "dlq_topic": self.dlq,
-            "group_id": self.group, "checkpoint_seconds": 1.0, "retry_initial_seconds": 0.1,
+            "topic": self.transactions,
+            "labels_topic": self.labels,
+            "dlq_topic": self.dlq,
+            "group_id": self.group,
+            "checkpoint_seconds": 1.0,
+            "retry_initial_seconds": 0.1,
             "retry_max_seconds": 1.0,
         }
         values.update(overrides)
         return ScorerSettings(**values)  # type: ignore[arg-type]
 
     def cli_args(self) -> list[str]:
-        return ["--topic", self.transactions, "--labels-topic", self.labels,
-                "--dlq-topic", self.dlq, "--group-id", self.group]
+        return [
+            "--topic",
+            self.transactions,
+            "--labels-topic",
+            self.labels,
+            "--dlq-topic",
+            self.dlq,
+            "--group-id",
+            self.group,
+        ]
 
 
 class ScorerThread:

@@ -34,20 +34,56 @@ def fraud(*args: str) -> str:
 
 def test_streamed_scores_equal_fraud_evaluate_scores(kafka_broker, unique_topic, tmp_path: Path):
     lake, models = tmp_path / "lake", tmp_path / "models"
-    fraud("simulate", "--out", str(lake), "--customers", "600", "--terminals", "1200",
-          "--days", "52", "--start-date", "2018-04-01", "--seed", "5")
-    fraud("train", "--input", str(lake), "--train-start", "2018-05-08",
-          "--train-end", "2018-05-14", "--model-dir", str(models), "--epochs", "2")
-    fraud("evaluate", "--input", str(lake), "--start", "2018-05-19", "--end", "2018-05-21",
-          "--model-dir", str(models), "--scores-out", str(tmp_path / "batch.csv"))
+    fraud(
+        "simulate",
+        "--out",
+        str(lake),
+        "--customers",
+        "600",
+        "--terminals",
+        "1200",
+        "--days",
+        "52",
+        "--start-date",
+        "2018-04-01",
+        "--seed",
+        "5",
+    )
+    fraud(
+        "train",
+        "--input",
+        str(lake),
+        "--train-start",
+        "2018-05-08",
+        "--train-end",
+        "2018-05-14",
+        "--model-dir",
+        str(models),
+        "--epochs",
+        "2",
+    )
+    fraud(
+        "evaluate",
+        "--input",
+        str(lake),
+        "--start",
+        "2018-05-19",
+        "--end",
+        "2018-05-21",
+        "--model-dir",
+        str(models),
+        "--scores-out",
+        str(tmp_path / "batch.csv"),
+    )
     with (tmp_path / "batch.csv").open() as f:
         batch = {r["transaction_id"]: float(r["score"]) for r in csv.DictReader(f)}
 
     from ingest.readers import read_transactions
 
     history = read_transactions(lake, labelled=True, end=_date("2018-05-18")).table
-    live = read_transactions(lake, labelled=True, start=_date("2018-05-19"),
-                             end=_date("2018-05-21")).table
+    live = read_transactions(
+        lake, labelled=True, start=_date("2018-05-19"), end=_date("2018-05-21")
+    ).table
     pq.write_table(history, tmp_path / "history.parquet")
     pq.write_table(live, tmp_path / "live.parquet")
     db = f"sqlite:///{tmp_path / 'alerts.db'}"
@@ -56,20 +92,49 @@ def test_streamed_scores_equal_fraud_evaluate_scores(kafka_broker, unique_topic,
     topic, labels = unique_topic("tx"), unique_topic("labels")
     server = subprocess.Popen(
         [FRAUD, "model-server", "--model-dir", str(models), "--grpc-port", "0", "--rest-port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
     )
     try:
         assert server.stdout is not None
         port = json.loads(server.stdout.readline())["grpc_port"]
-        fraud("produce", "--input", str(tmp_path / "live.parquet"), "--bootstrap-servers",
-              kafka_broker.bootstrap, "--topic", topic, "--labels-topic", labels)
-        summary = json.loads(fraud(
-            "score", "--bootstrap-servers", kafka_broker.bootstrap, "--db", db,
-            "--model-server", f"grpc://127.0.0.1:{port}", "--threshold", "0",
-            "--history", str(tmp_path / "history.parquet"), "--topic", topic,
-            "--labels-topic", labels, "--group-id", unique_topic("group"),
-            "--dlq-topic", unique_topic("dlq"), "--exit-when-idle", "4",
-        ))
+        fraud(
+            "produce",
+            "--input",
+            str(tmp_path / "live.parquet"),
+            "--bootstrap-servers",
+            kafka_broker.bootstrap,
+            "--topic",
+            topic,
+            "--labels-topic",
+            labels,
+        )
+        summary = json.loads(
+            fraud(
+                "score",
+                "--bootstrap-servers",
+                kafka_broker.bootstrap,
+                "--db",
+                db,
+                "--model-server",
+                f"grpc://127.0.0.1:{port}",
+                "--threshold",
+                "0",
+                "--history",
+                str(tmp_path / "history.parquet"),
+                "--topic",
+                topic,
+                "--labels-topic",
+                labels,
+                "--group-id",
+                unique_topic("group"),
+                "--dlq-topic",
+                unique_topic("dlq"),
+                "--exit-when-idle",
+                "4",
+            )
+        )
     finally:
         server.terminate()
         server.wait(20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,8 +43,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def topics(unique_topic) -> Topics:
-    return Topics(unique_topic("tx"), unique_topic("labels"), unique_topic("dlq"),
-                  unique_topic("group"))
+    return Topics(
+        unique_topic("tx"), unique_topic("labels"), unique_topic("dlq"), unique_topic("group")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,18 +84,26 @@ def test_poison_messages_land_in_the_dlq_with_reasons_and_valid_events_are_score
     placed = produce_raw(kafka_broker.bootstrap, topics.transactions, stream)
     poison_places = placed[20 : 20 + len(poison_messages)]
 
-    endpoints = Endpoints(KafkaSettings(kafka_broker.bootstrap), alerts_db_url,
-                          f"grpc://127.0.0.1:{model_server.grpc_port}")
-    summary = ScorerThread(topics.settings(threshold=0.0, exit_when_idle_seconds=3),
-                           endpoints).start().join()
+    endpoints = Endpoints(
+        KafkaSettings(kafka_broker.bootstrap),
+        alerts_db_url,
+        f"grpc://127.0.0.1:{model_server.grpc_port}",
+    )
+    summary = (
+        ScorerThread(topics.settings(threshold=0.0, exit_when_idle_seconds=3), endpoints)
+        .start()
+        .join()
+    )
 
     assert summary.events == 40 and summary.dead_letters == len(poison_messages)
     assert {a["transaction_id"] for a in alerts(alerts_db_url)} == set(
         valid.column("transaction_id").to_pylist()
     )
     letters = _read_all(kafka_broker.bootstrap, topics.dlq, len(poison_messages))
-    sources = [(int(dict(m.headers)[HEADER_PARTITION]), int(dict(m.headers)[HEADER_OFFSET]))
-               for m in letters]
+    sources = [
+        (int(dict(m.headers)[HEADER_PARTITION]), int(dict(m.headers)[HEADER_OFFSET]))
+        for m in letters
+    ]
     assert sources == poison_places
     reasons = [dict(m.headers)[HEADER_REASON].decode() for m in letters]
     fields = [dict(m.headers)[HEADER_FIELD].decode() for m in letters]
@@ -114,8 +124,11 @@ def test_streamed_scores_equal_the_batch_path_and_a_new_version_is_used_mid_stre
     first, second = bank.slice(0, 300), bank.slice(300, 300)
     expected_v1 = expected_scores(bank.slice(0, 600), weight=0.5)  # cached versions 1 and 2
     expected_v2 = expected_scores(bank.slice(0, 600), weight=1.5)
-    endpoints = Endpoints(KafkaSettings(kafka_broker.bootstrap), sqlite_url,
-                          f"grpc://127.0.0.1:{model_server.grpc_port}")
+    endpoints = Endpoints(
+        KafkaSettings(kafka_broker.bootstrap),
+        sqlite_url,
+        f"grpc://127.0.0.1:{model_server.grpc_port}",
+    )
     scorer = ScorerThread(topics.settings(threshold=0.0), endpoints).start()
     produce(kafka_broker.bootstrap, topics.transactions, first)
     wait_for(lambda: len(alerts(sqlite_url)) == 300, 60, "the first 300 alerts")
@@ -137,18 +150,33 @@ def test_streamed_scores_equal_the_batch_path_and_a_new_version_is_used_mid_stre
 
 
 def test_kill_minus_nine_mid_stream_leaves_exactly_one_alert_per_event_above_threshold(
-    kafka_broker, topics, alerts_db_url, toy_model_dir, bank, tmp_path
+    kafka_broker, topics, postgres_url, toy_model_dir, bank, tmp_path
 ):
-    if "postgresql" not in alerts_db_url:
-        pytest.skip("run once, against PostgreSQL (SQLite is covered by the other tests)")
+    from scoring.db.engine import make_engine
+    from scoring.db.migrate import upgrade
+
+    upgrade(make_engine(postgres_url))
+    alerts_db_url = postgres_url
     events = bank.slice(0, 2500)
     expected = expected_scores(events, weight=0.5)
     threshold = 0.3
     above = {t for t, s in expected.items() if s >= threshold + 1e-5}
     borderline = {t for t, s in expected.items() if abs(s - threshold) < 1e-5}
-    args = ["--bootstrap-servers", kafka_broker.bootstrap, "--db", alerts_db_url,
-            "--model-dir", str(toy_model_dir), "--threshold", str(threshold),
-            "--checkpoint-seconds", "0.5", "--max-batch", "100", *topics.cli_args()]
+    args = [
+        "--bootstrap-servers",
+        kafka_broker.bootstrap,
+        "--db",
+        alerts_db_url,
+        "--model-dir",
+        str(toy_model_dir),
+        "--threshold",
+        str(threshold),
+        "--checkpoint-seconds",
+        "0.5",
+        "--max-batch",
+        "100",
+        *topics.cli_args(),
+    ]
     log = tmp_path / "scorer.log"
 
     feeder = threading.Thread(
@@ -161,8 +189,11 @@ def test_kill_minus_nine_mid_stream_leaves_exactly_one_alert_per_event_above_thr
         while feeder.is_alive() or kills < 3:
             proc = scorer_subprocess(args, log)
             before = len(alerts(alerts_db_url))
-            wait_for(lambda: len(alerts(alerts_db_url)) > before or not feeder.is_alive(),  # noqa: B023
-                     90, "progress")
+            wait_for(
+                lambda: len(alerts(alerts_db_url)) > before or not feeder.is_alive(),  # noqa: B023
+                90,
+                "progress",
+            )
             time.sleep(rng.uniform(0.1, 1.0))
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
@@ -192,8 +223,9 @@ def test_database_and_model_server_outages_lose_nothing_and_recover_by_themselve
     proxied_url = postgres_url.replace(":5432/", f":{proxy.port}/")
     port = _free_port()
     server = _model_server_process(toy_model_dir, port, tmp_path / "server.log")
-    endpoints = Endpoints(KafkaSettings(kafka_broker.bootstrap), proxied_url,
-                          f"grpc://127.0.0.1:{port}")
+    endpoints = Endpoints(
+        KafkaSettings(kafka_broker.bootstrap), proxied_url, f"grpc://127.0.0.1:{port}"
+    )
     scorer = ScorerThread(topics.settings(threshold=0.0), endpoints).start()
     health = scorer.process.metrics.health
     try:
@@ -233,9 +265,14 @@ def _encoded(table: pa.Table) -> list[tuple[bytes, bytes]]:
 
 
 def _read_all(bootstrap: str, topic: str, expected: int) -> list:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000, max_partition_fetch_bytes=16 << 20,
-                             fetch_max_bytes=64 << 20)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+        max_partition_fetch_bytes=16 << 20,
+        fetch_max_bytes=64 << 20,
+    )
     messages = []
     for message in consumer:
         messages.append(message)
@@ -268,9 +305,21 @@ def _model_server_process(model_dir: Path, port: int, log: Path):
     del sys
     with log.open("ab") as out:
         return subprocess.Popen(
-            [FRAUD, "model-server", "--model-dir", str(model_dir), "--grpc-port", str(port),
-             "--rest-port", "0", "--poll-seconds", "0.5"],
-            stdout=out, stderr=out, env=env,
+            [
+                FRAUD,
+                "model-server",
+                "--model-dir",
+                str(model_dir),
+                "--grpc-port",
+                str(port),
+                "--rest-port",
+                "0",
+                "--poll-seconds",
+                "0.5",
+            ],
+            stdout=out,
+            stderr=out,
+            env=env,
         )
 
 
@@ -309,18 +358,14 @@ class _TcpProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         self._up.clear()
         for link in self._links:
-            try:
+            with contextlib.suppress(OSError):
                 link.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._links = []
 
     def restore(self) -> None:

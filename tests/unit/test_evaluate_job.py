@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from features.behaviour import lookback_days
 from fraud.errors import InputError
 from training import evaluation as ev
-from training.evaluate_job import choose_model, history_days, write_scores
+from training.evaluate_job import choose_model, write_scores
 
 
 def _version(model_dir: Path, version: int, metadata: dict | None) -> None:
@@ -68,8 +69,8 @@ def test_choose_model_rejects_missing_dir_and_versions(tmp_path):
 
 
 def test_history_covers_the_longest_window_plus_the_label_delay():
-    assert history_days(7) == 37
-    assert history_days(0) == 30
+    assert lookback_days(7) == 37
+    assert lookback_days(0) == 30
 
 
 def test_write_scores_keeps_every_float32_digit(tmp_path):

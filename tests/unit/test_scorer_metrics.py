@@ -45,8 +45,8 @@ def test_metrics_and_health_are_served_and_reflect_outages():
         server.stop()
 
 
-def prediction(version: int, threshold: float | None = None) -> Prediction:
-    return Prediction(np.zeros(1, np.float32), version, threshold)
+def prediction(version: int) -> Prediction:
+    return Prediction(np.zeros(1, np.float32), version)
 
 
 def endpoints(model: str, model_dir: Path | None = None) -> Endpoints:
@@ -63,7 +63,6 @@ def test_threshold_fixed_or_from_each_versions_metadata(tmp_path: Path):
     assert fixed(prediction(1)) == 0.9
     per_version = threshold_policy(ScorerSettings(), endpoints("grpc://h:1", tmp_path))
     assert per_version(prediction(1)) == 0.2 and per_version(prediction(2)) == 0.7
-    assert per_version(prediction(2, threshold=0.5)) == 0.5  # exported with the model
     unknown = threshold_policy(ScorerSettings(), endpoints("grpc://h:1"))
     with pytest.raises(InputError, match="--threshold"):
         unknown(prediction(1))

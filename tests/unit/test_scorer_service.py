@@ -133,10 +133,18 @@ def make_scorer(messages, *, store=None, model=None, checkpoint_seconds=1e-9, **
     model = model or FakeModel()
     scorer = Scorer(
         ScorerSettings(
-            threshold=0.5, checkpoint_seconds=checkpoint_seconds, exit_when_idle_seconds=0,
-            retry_initial_seconds=0.001, retry_max_seconds=0.001, **settings,
+            threshold=0.5,
+            checkpoint_seconds=checkpoint_seconds,
+            exit_when_idle_seconds=0,
+            retry_initial_seconds=0.001,
+            retry_max_seconds=0.001,
+            **settings,
         ),
-        source, dlq, store, model, lambda p: 0.5,
+        source,
+        dlq,
+        store,
+        model,
+        lambda p: 0.5,
     )
     return scorer, source, dlq, store, model
 
@@ -219,13 +227,22 @@ def test_restart_from_an_older_checkpoint_replays_to_identical_features_without_
 
 def test_labels_are_applied_to_terminal_state():
     label = {
-        "transaction_id": "t0", "is_fraud": 1, "timestamp": T0.isoformat(),
-        "customer_id": "C1", "terminal_id": "T1", "labelled_at": T0.isoformat(),
+        "transaction_id": "t0",
+        "is_fraud": 1,
+        "timestamp": T0.isoformat(),
+        "customer_id": "C1",
+        "terminal_id": "T1",
+        "labelled_at": T0.isoformat(),
         "source": "test",
     }
     week_later = (T0 + timedelta(days=7, minutes=1)).isoformat()
-    record = {"transaction_id": "t9", "timestamp": week_later, "customer_id": "C2",
-              "terminal_id": "T1", "amount": 1.0}
+    record = {
+        "transaction_id": "t9",
+        "timestamp": week_later,
+        "customer_id": "C2",
+        "terminal_id": "T1",
+        "amount": 1.0,
+    }
     messages = [
         tx_message(0, 10),
         Message("fraud-labels", 0, 0, b"t0", json.dumps(label).encode(), 0),
