@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from itertools import chain
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -30,31 +31,32 @@ def encode_state(state: BehaviourState) -> bytes:
     customers = state.customers.histories
     terminals = state.terminals.histories
     pending = state.terminals.pending_labels
+    flat = chain.from_iterable
     tables = {
         "customers": pa.table(
             {
-                "key": [k for k, h in customers.items() for _ in h.times],
-                "time_us": pa.array([t for h in customers.values() for t in h.times], pa.int64()),
-                "amount": pa.array(
-                    [a for h in customers.values() for a in h.amounts], pa.float64()
-                ),
-                "terminal": [x for h in customers.values() for x in h.terminals],
-                "category": [x for h in customers.values() for x in h.categories],
+                "key": pa.array(flat([k] * len(h.times) for k, h in customers.items()), pa.string()),
+                "time_us": pa.array(flat(h.times for h in customers.values()), pa.int64()),
+                "amount": pa.array(flat(h.amounts for h in customers.values()), pa.float64()),
+                "terminal": pa.array(flat(h.terminals for h in customers.values()), pa.string()),
+                "category": pa.array(flat(h.categories for h in customers.values()), pa.string()),
             }
         ),
         "terminals": pa.table(
             {
-                "key": [k for k, h in terminals.items() for _ in h.times],
-                "time_us": pa.array([t for h in terminals.values() for t in h.times], pa.int64()),
-                "transaction_id": [x for h in terminals.values() for x in h.transaction_ids],
-                "fraud": pa.array([x for h in terminals.values() for x in h.frauds], pa.int8()),
+                "key": pa.array(flat([k] * len(h.times) for k, h in terminals.items()), pa.string()),
+                "time_us": pa.array(flat(h.times for h in terminals.values()), pa.int64()),
+                "transaction_id": pa.array(
+                    flat(h.transaction_ids for h in terminals.values()), pa.string()
+                ),
+                "fraud": pa.array(flat(h.frauds for h in terminals.values()), pa.int8()),
             }
         ),
         "pending_labels": pa.table(
             {
-                "transaction_id": list(pending),
+                "transaction_id": pa.array(list(pending), pa.string()),
                 "time_us": pa.array([v[0] for v in pending.values()], pa.int64()),
-                "terminal": [v[1] for v in pending.values()],
+                "terminal": pa.array([v[1] for v in pending.values()], pa.string()),
                 "fraud": pa.array([v[2] for v in pending.values()], pa.int8()),
             }
         ),

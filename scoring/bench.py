@@ -38,7 +38,7 @@ class BenchPlan:
 
     events: int = 100_000
     latency_rate: int = 2000
-    latency_seconds: float = 15.0
+    latency_seconds: float = 60.0
     model_dir: Path | None = None
     workdir: Path | None = None
 

@@ -20,7 +20,7 @@ def scoring(
         Path | None, typer.Option(help="Model to serve [default: train one on simulated data]")
     ] = None,
     latency_rate: Annotated[int, typer.Option(min=1, help="Events/s of the latency run.")] = 2000,
-    latency_seconds: Annotated[float, typer.Option(min=1)] = 15.0,
+    latency_seconds: Annotated[float, typer.Option(min=1)] = 60.0,
     workdir: Annotated[
         Path | None, typer.Option(help="Keep data and model here (reused by later runs).")
     ] = None,

@@ -58,7 +58,7 @@ def score(
     max_wait_ms: Annotated[int, typer.Option(help="Longest wait to fill a micro-batch.")] = 50,
     checkpoint_seconds: Annotated[
         float, typer.Option(help="How often state and offsets are checkpointed.")
-    ] = 10.0,
+    ] = 30.0,
 ) -> None:
     """Score every live transaction and write alerts; runs until SIGTERM/SIGINT.
 

@@ -19,7 +19,7 @@ class ScorerSettings:
     threshold: float | None = None
     max_batch: int = 2000
     max_wait_ms: int = 50
-    checkpoint_seconds: float = 10.0
+    checkpoint_seconds: float = 30.0
     exit_when_idle_seconds: float | None = None
     retry_initial_seconds: float = 0.2
     retry_max_seconds: float = 10.0
