@@ -256,9 +256,15 @@ def _latency(
     workdir: Path,
     plan: BenchPlan,
 ) -> dict[str, Any]:
-    """Event-to-alert latency (Kafka timestamp to alert commit) at a steady rate."""
+    """Event-to-alert latency (Kafka timestamp to alert commit) at a steady rate.
+
+    Events come from ``fraud produce --rate`` in its own process, as from a bank;
+    the threshold is 0 so every event becomes an alert and is measured.
+    """
     topic = f"bench-latency-{time.time_ns()}"
     count = min(live.num_rows, int(plan.latency_rate * plan.latency_seconds))
+    events = workdir / "latency.parquet"
+    pq.write_table(live.slice(0, count), events)
     db = f"sqlite:///{workdir / 'latency.db'}"
     process = _scorer(
         settings,
@@ -278,7 +284,23 @@ def _latency(
     deadline = time.monotonic() + 300
     while not process.scorer.assigned and time.monotonic() < deadline:
         time.sleep(0.2)  # the group join and the warm-up from history
-    _publish(settings, topic, live.slice(0, count), rate=plan.latency_rate)
+    subprocess.run(
+        [
+            FRAUD,
+            "produce",
+            "--input",
+            str(events),
+            "--bootstrap-servers",
+            settings.bootstrap_servers,
+            "--topic",
+            topic,
+            "--rate",
+            str(plan.latency_rate),
+        ],
+        check=True,
+        capture_output=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     runner.join()
     ms = np.asarray(latencies) * 1000
     return {
