@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import json
-from itertools import chain
 from dataclasses import asdict
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from features.behaviour import BehaviourState
 
 FORMAT_VERSION = 1
+STR = pa.string()
 _PARTS = ("customers", "terminals", "pending_labels")
 
 
@@ -35,7 +36,7 @@ def encode_state(state: BehaviourState) -> bytes:
     tables = {
         "customers": pa.table(
             {
-                "key": pa.array(flat([k] * len(h.times) for k, h in customers.items()), pa.string()),
+                "key": pa.array(flat([k] * len(h.times) for k, h in customers.items()), STR),
                 "time_us": pa.array(flat(h.times for h in customers.values()), pa.int64()),
                 "amount": pa.array(flat(h.amounts for h in customers.values()), pa.float64()),
                 "terminal": pa.array(flat(h.terminals for h in customers.values()), pa.string()),
@@ -44,7 +45,7 @@ def encode_state(state: BehaviourState) -> bytes:
         ),
         "terminals": pa.table(
             {
-                "key": pa.array(flat([k] * len(h.times) for k, h in terminals.items()), pa.string()),
+                "key": pa.array(flat([k] * len(h.times) for k, h in terminals.items()), STR),
                 "time_us": pa.array(flat(h.times for h in terminals.values()), pa.int64()),
                 "transaction_id": pa.array(
                     flat(h.transaction_ids for h in terminals.values()), pa.string()
