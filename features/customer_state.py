@@ -17,8 +17,6 @@ import numpy as np
 
 from features.timebase import DAY_US
 
-#: Window of the velocity count ``customer_nb_tx_1h`` (card testing comes in bursts).
-HOUR_US = 3_600_000_000
 #: Look-back of the novelty flags and of the time since the previous transaction
 #: (capped at this when there is none).
 NOVELTY_DAYS = 30
@@ -81,7 +79,6 @@ class CustomerStore:
             ]
         return [
             *names,
-            "customer_nb_tx_1h",
             "customer_seconds_since_prev_tx",
             f"customer_terminal_seen_{NOVELTY_DAYS}d",
             f"customer_merchant_category_seen_{NOVELTY_DAYS}d",
@@ -128,13 +125,12 @@ class CustomerStore:
             lo_novel = bisect_right(times, t - novelty_us, 0, pos)
             emit(
                 (
-                    hi - bisect_right(times, t - HOUR_US, lo_novel, pos),
                     min((t - times[pos - 1]) / 1e6, no_prev_s) if pos > lo_novel else no_prev_s,
                     1.0 if terminal in hist.terminals[lo_novel:pos] else 0.0,
                     1.0 if category in hist.categories[lo_novel:pos] else 0.0,
                 )
             )
-        width = 3 * len(windows) + 4
+        width = 3 * len(windows) + 3
         return np.array(values, dtype=np.float64).reshape(len(values) // width, width)
 
     def expire_idle(self, now_us: int) -> int:

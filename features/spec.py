@@ -86,7 +86,6 @@ def _behavioural_feature_names(windows: tuple[int, ...]) -> tuple[str, ...]:
             f"customer_amount_ratio_{w}d",
         ]
     names += [
-        "customer_nb_tx_1h",
         "customer_seconds_since_prev_tx",
         "customer_terminal_seen_30d",
         "customer_merchant_category_seen_30d",

@@ -211,15 +211,3 @@ def test_expiry_floor_keeps_terminal_history_for_a_partition_running_behind():
         == 30
     )
     assert state.terminals.too_late == 1  # counted: it arrived well behind its terminal
-
-
-def test_velocity_counts_the_last_hour():
-    rows = [
-        tx("1", d(0, 1), amount=10.0),
-        tx("2", d(0, 5), amount=12.0),
-        tx("3", d(0, 5, micros=30_000_000), amount=1.0),  # 30 s later: a burst begins
-        tx("4", d(0, 5, micros=60_000_000), amount=100.0),
-    ]
-    f = features_by_id(rows, compute_features(table(rows)))
-    assert f["1"]["customer_nb_tx_1h"] == 1
-    assert f["4"]["customer_nb_tx_1h"] == 3  # #1 is 4 hours back
