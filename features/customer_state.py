@@ -64,6 +64,8 @@ class CustomerStore:
     def __init__(self, windows_days: Sequence[int], late_tolerance_us: int) -> None:
         self.windows_us = tuple(int(w) * DAY_US for w in windows_days)
         self.novelty_us = NOVELTY_DAYS * DAY_US
+        if max(self.windows_us) > self.novelty_us:
+            raise ValueError(f"windows must not exceed the {NOVELTY_DAYS}-day novelty look-back")
         self.horizon_us = max(*self.windows_us, self.novelty_us) + late_tolerance_us
         self.histories: dict[str, CustomerHistory] = {}
 
@@ -114,15 +116,22 @@ class CustomerStore:
                 # A day of slack trims in one go what would otherwise be trimmed
                 # one event at a time; retention only, never the features.
                 hist.expire_before(t - horizon_us)
-            pos = hist.insert(t, amount, terminal, category)
             times, amts = hist.times, hist.amounts
-            hi = pos + 1  # insert() puts the event after every equal time
-            for w in windows:
-                lo = bisect_right(times, t - w, 0, pos)
+            if not times or t >= times[-1]:  # the usual case: in order, append
+                times.append(t)
+                amts.append(amount)
+                hist.terminals.append(terminal)
+                hist.categories.append(category)
+                pos = len(times) - 1
+            else:
+                pos = hist.insert(t, amount, terminal, category)
+            hi = pos + 1  # the event goes after every equal time
+            lo_novel = bisect_right(times, t - novelty_us, 0, pos)
+            for w in windows:  # every window is within the novelty look-back
+                lo = lo_novel if w == novelty_us else bisect_right(times, t - w, lo_novel, pos)
                 count = hi - lo
                 avg = sum(amts[lo:hi]) / count
                 emit((count, avg, amount / avg if avg > 0 else 1.0))
-            lo_novel = bisect_right(times, t - novelty_us, 0, pos)
             emit(
                 (
                     min((t - times[pos - 1]) / 1e6, no_prev_s) if pos > lo_novel else no_prev_s,

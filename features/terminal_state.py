@@ -101,9 +101,9 @@ class TerminalStore:
             hist = histories.get(tid)
             if hist is None:
                 hist = histories[tid] = TerminalHistory()
-            if hist.times and t < hist.times[-1] - tolerance:
-                self.too_late += 1
             times, flags = hist.times, hist.frauds
+            if times and t < times[-1] - tolerance:
+                self.too_late += 1
             end = t - delay
             hi = bisect_right(times, end)
             for w in windows:
@@ -116,7 +116,12 @@ class TerminalStore:
                 fraud = pending.pop(txid)[2]
             else:
                 fraud = 0
-            hist.insert(t, txid, fraud)
+            if not times or t >= times[-1]:  # the usual case: in order, append
+                times.append(t)
+                hist.transaction_ids.append(txid)
+                flags.append(fraud)
+            else:
+                hist.insert(t, txid, fraud)
         width = 2 * len(windows)
         return np.array(values, dtype=np.float64).reshape(len(values) // width, width)
 
