@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -120,6 +121,9 @@ class KafkaSource:
 
     def keep_alive(self, seconds: float) -> None:
         """Pause the partitions and poll (no records) so the group keeps us."""
+        if not self._subscribed:  # not in a group yet: nothing to keep alive
+            time.sleep(seconds)
+            return
         already = set(self._consumer.paused())
         newly = [tp for tp in self._consumer.assignment() if tp not in already]
         self._consumer.pause(*newly)
