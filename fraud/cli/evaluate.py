@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fraud.errors import InputError
-
-
-def parse_day(option: str, text: str) -> date:
-    """``YYYY-MM-DD`` -> date; InputError naming the option otherwise."""
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
+from fraud.cli.dates import parse_day
 
 
 def evaluate(

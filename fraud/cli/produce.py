@@ -7,22 +7,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from fraud.cli.dates import parse_day
 from fraud.errors import InputError
-
-
-def _date(option: str, value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InputError(f"{option}: expected a date YYYY-MM-DD, got {value!r}") from None
 
 
 def produce(
@@ -107,7 +98,8 @@ def produce(
         acks="all" if acks == "all" else int(acks),
         linger_ms=linger_ms,
     )
-    first, last = _date("--start", start), _date("--end", end)
+    first = parse_day("--start", start) if start is not None else None
+    last = parse_day("--end", end) if end is not None else None
     check_reachable(settings)
     stop = threading.Event()
     with stop_on_signals(stop):

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fraud.errors import InputError
-
-
-def _day(option: str, text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"{option} must be a date YYYY-MM-DD, got {text!r}") from None
+from fraud.cli.dates import parse_day
 
 
 def train(
@@ -91,8 +83,8 @@ def train(
     console = Console(stderr=True, log_path=False, soft_wrap=True)
     config = TrainJobConfig(
         input_path=input,
-        train_start=_day("--train-start", train_start),
-        train_end=_day("--train-end", train_end),
+        train_start=parse_day("--train-start", train_start),
+        train_end=parse_day("--train-end", train_end),
         model_dir=model_dir,
         delay_days=delay_days,
         runner=runner,
