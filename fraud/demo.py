@@ -26,6 +26,7 @@ from rich.console import Console
 
 from fraud.errors import InputError
 from ingest.local_broker import LocalBroker
+from scoring.model_server.process import model_server_process
 
 
 @dataclass(frozen=True)
@@ -172,19 +173,9 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict[str, Any]:
             "--report-dir",
             str(w / "report"),
         )
-        server = demo.start(
-            stack,
-            "model-server",
-            "model-server",
-            "--model-dir",
-            str(models),
-            "--grpc-port",
-            "0",
-            "--rest-port",
-            "0",
-        )
-        ports = _read_ready_line(server, "model server")
-        console.print(f"[green]✓[/] Model server (TF Serving API) on grpc :{ports['grpc_port']}")
+        server_log = stack.enter_context((demo.logs / "model-server.log").open("ab"))
+        grpc_port = stack.enter_context(model_server_process(models, stderr=server_log))
+        console.print(f"[green]✓[/] Model server (TF Serving API) on grpc :{grpc_port}")
         demo.step("Creating the alerts database", "db", "upgrade", "--db", db)
 
         scorer = demo.start(
@@ -196,7 +187,7 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict[str, Any]:
             "--db",
             db,
             "--model-server",
-            f"grpc://127.0.0.1:{ports['grpc_port']}",
+            f"grpc://127.0.0.1:{grpc_port}",
             "--model-dir",
             str(models),
             "--history",
@@ -236,15 +227,6 @@ def _split_live_period(lake: Path, plan: DemoPlan, workdir: Path) -> tuple[Path,
     pq.write_table(before.table, history_path)
     pq.write_table(live.table, live_path)
     return history_path, live_path
-
-
-def _read_ready_line(proc: subprocess.Popen[bytes], what: str) -> dict[str, Any]:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError(f"the {what} exited before it was ready (code {proc.wait()})")
-    ready: dict[str, Any] = json.loads(line)
-    return ready
 
 
 def _summary(

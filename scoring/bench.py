@@ -8,7 +8,6 @@ steady 2,000 events/s (every event made an alert, so every one is measured).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from rich.console import Console
 
 from ingest.kafka_io import KafkaSettings, encode_transactions, make_consumer, make_producer
 from ingest.local_broker import LocalBroker
+from scoring.model_server.process import model_server_process
 
 FRAUD = str(Path(sys.executable).with_name("fraud"))
 
@@ -61,33 +61,14 @@ def run_bench(plan: BenchPlan, console: Console) -> dict[str, Any]:
             figures["inprocess_events_per_s"] = _throughput(
                 settings, live, history, str(model_dir), model_dir, workdir, "inprocess"
             )
-        server = subprocess.Popen(
-            [
-                FRAUD,
-                "model-server",
-                "--model-dir",
-                str(model_dir),
-                "--grpc-port",
-                "0",
-                "--rest-port",
-                "0",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        try:
-            assert server.stdout is not None
-            grpc = f"grpc://127.0.0.1:{json.loads(server.stdout.readline())['grpc_port']}"
+        with model_server_process(model_dir) as port:
+            grpc = f"grpc://127.0.0.1:{port}"
             with console.status("Scoring through gRPC (TF Serving API)"):
                 figures["grpc_events_per_s"] = _throughput(
                     settings, live, history, grpc, model_dir, workdir, "grpc"
                 )
             with console.status(f"Latency at {plan.latency_rate:,} events/s through gRPC"):
                 figures.update(_latency(settings, live, history, grpc, model_dir, workdir, plan))
-        finally:
-            server.terminate()
-            server.wait(20)
     if plan.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return figures

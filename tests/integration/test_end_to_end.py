@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from scoring.db.engine import make_engine
+from scoring.model_server.process import model_server_process
 from tests.integration.scoring_support import FRAUD
 
 pytestmark = pytest.mark.integration
@@ -90,54 +91,16 @@ def test_streamed_scores_equal_fraud_evaluate_scores(kafka_broker, unique_topic,
     fraud("db", "upgrade", "--db", db)
 
     topic, labels = unique_topic("tx"), unique_topic("labels")
-    server = subprocess.Popen(
-        [FRAUD, "model-server", "--model-dir", str(models), "--grpc-port", "0", "--rest-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=ENV,
-    )
-    try:
-        assert server.stdout is not None
-        port = json.loads(server.stdout.readline())["grpc_port"]
-        fraud(
-            "produce",
-            "--input",
-            str(tmp_path / "live.parquet"),
-            "--bootstrap-servers",
-            kafka_broker.bootstrap,
-            "--topic",
-            topic,
-            "--labels-topic",
-            labels,
-        )
-        summary = json.loads(
-            fraud(
-                "score",
-                "--bootstrap-servers",
-                kafka_broker.bootstrap,
-                "--db",
-                db,
-                "--model-server",
-                f"grpc://127.0.0.1:{port}",
-                "--threshold",
-                "0",
-                "--history",
-                str(tmp_path / "history.parquet"),
-                "--topic",
-                topic,
-                "--labels-topic",
-                labels,
-                "--group-id",
-                unique_topic("group"),
-                "--dlq-topic",
-                unique_topic("dlq"),
-                "--exit-when-idle",
-                "4",
-            )
-        )
-    finally:
-        server.terminate()
-        server.wait(20)
+    with model_server_process(models) as port:
+        fraud("produce", "--input", str(tmp_path / "live.parquet"), "--bootstrap-servers",
+              kafka_broker.bootstrap, "--topic", topic, "--labels-topic", labels)
+        summary = json.loads(fraud(
+            "score", "--bootstrap-servers", kafka_broker.bootstrap, "--db", db,
+            "--model-server", f"grpc://127.0.0.1:{port}", "--threshold", "0",
+            "--history", str(tmp_path / "history.parquet"), "--topic", topic,
+            "--labels-topic", labels, "--group-id", unique_topic("group"),
+            "--dlq-topic", unique_topic("dlq"), "--exit-when-idle", "4",
+        ))
 
     engine = make_engine(db)
     with engine.connect() as conn:
