@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pjson
 
 from features.spec import (
     CUSTOMER_ID,
@@ -29,7 +30,9 @@ from features.spec import (
     TRANSACTION_ID,
 )
 from fraud.errors import InputError
+from ingest.table_validation import validate_table
 from ingest.validation import (
+    MAX_RECORD_BYTES,
     ValidationError,
     decode_json_record,
     parse_label,
@@ -309,6 +312,41 @@ def decode_transaction(message_value: bytes | None, where: str) -> dict[str, Any
     if message_value is None:
         raise ValidationError(where, None, "empty message (null value)")
     return decode_json_record(message_value, where, labelled=False)
+
+
+def decode_transactions(values: Sequence[bytes | None]) -> pa.Table | None:
+    """Validate a micro-batch of ``transactions`` values at once, column by column.
+
+    The fast path for the usual batch in which every message is valid: Arrow's
+    JSON reader and the column validator that the file readers use too (the
+    same rules as :func:`decode_transaction`), about 4 µs a message instead of
+    19. Returns None as soon as any message is not plainly valid — null, too
+    large, not UTF-8, not one JSON object on one line, a bad field — and the
+    caller then decodes message by message, which names each bad one.
+    """
+    if not values or any(v is None or len(v) > MAX_RECORD_BYTES for v in values):
+        return None
+    data = b"\n".join(values)  # type: ignore[arg-type]  # no None left
+    if data.count(b"\n") != len(values) - 1:
+        return None  # a message spans lines: positions would not match rows
+    try:
+        data.decode("utf-8")
+        raw = pjson.read_json(
+            pa.BufferReader(data),
+            read_options=pjson.ReadOptions(block_size=len(data) + 1, use_threads=False),
+            parse_options=_BATCH_PARSE,
+        )
+    except (UnicodeDecodeError, pa.ArrowInvalid):
+        return None
+    if raw.num_rows != len(values):
+        return None  # a blank message
+    checked = validate_table(raw, labelled=False, row_name=str, skip_invalid=True, max_errors=0)
+    return checked.table if checked.skipped == 0 else None
+
+
+_BATCH_PARSE = pjson.ParseOptions(
+    explicit_schema=pa.schema([(TIMESTAMP, pa.string())]), unexpected_field_behavior="infer"
+)
 
 
 def decode_label(message_value: bytes | None, where: str) -> dict[str, Any]:

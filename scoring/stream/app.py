@@ -11,6 +11,7 @@ from typing import Any
 from fraud.errors import InputError
 from ingest.kafka_io import KafkaSettings, check_reachable, ensure_topics
 from scoring.clients import ModelClient, Prediction, make_client
+from scoring.stream.checkpoints import default_checkpoints
 from scoring.stream.kafka_source import KafkaDeadLetters, KafkaSource
 from scoring.stream.metrics import MetricsServer, ScorerMetrics
 from scoring.stream.service import RunSummary, Scorer, ThresholdOf
@@ -85,15 +86,17 @@ class ScorerProcess:
             else None
         )
         self.dead_letters = KafkaDeadLetters(endpoints.kafka, settings.dlq_topic)
+        store = SqlAlertStore(self.engine, settings.group_id)
         self.scorer = Scorer(
             settings,
             KafkaSource(endpoints.kafka, settings.group_id, topics),
             self.dead_letters,
-            SqlAlertStore(self.engine, settings.group_id),
+            store,
             self.model,
             threshold_policy(settings, endpoints),
             metrics=self.metrics,
             history=_read_history(endpoints.history),
+            checkpoints=default_checkpoints(store, store.reopened),
         )
 
     def run(self) -> RunSummary:

@@ -92,6 +92,11 @@ class ScorerMetrics:
             "Unix time of the last state checkpoint",
             registry=r,
         )
+        self.checkpoint_seconds = Gauge(
+            "fraud_scorer_checkpoint_duration_seconds",
+            "Time the last state checkpoint took to encode and write (off the scoring path)",
+            registry=r,
+        )
         self.health = Health()
 
 

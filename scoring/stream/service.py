@@ -1,12 +1,15 @@
 """The streaming scorer's loop: poll, validate, update state, score, write alerts, commit.
 
 Delivery: at-least-once consumption plus an idempotent sink. A micro-batch is
-durable once its alerts (and, every ``checkpoint_seconds``, the behavioural
-state with the positions it reflects) are committed to the database; only then
-are Kafka offsets committed. On (re)assignment the scorer restores the last
-checkpoint and seeks to its positions, so a crash replays at most the events
-since that checkpoint — through the same state, giving the same scores — and
-``alerts.transaction_id`` being unique makes the replay write nothing twice.
+durable once its alerts are committed to the database. Every
+``checkpoint_seconds``, between batches, the behavioural state and the
+positions it reflects are written as a checkpoint (by a forked copy of the
+process, see :mod:`scoring.stream.checkpoints`, so scoring does not pause);
+only once it is written are those positions committed to Kafka. On
+(re)assignment the scorer restores the last checkpoint and seeks to its
+positions, so a crash replays at most the events since that checkpoint —
+through the same state, giving the same scores — and ``alerts.transaction_id``
+being unique makes the replay write nothing twice.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import numpy as np
@@ -25,11 +27,12 @@ import pyarrow as pa
 from features import spec
 from features.behaviour import BehaviourState
 from features.model_inputs import to_model_inputs
-from ingest.kafka_io import decode_label, decode_transaction, message_where
+from ingest.kafka_io import decode_label, decode_transaction, decode_transactions, message_where
 from ingest.records import records_to_table
 from ingest.validation import ValidationError
 from scoring.clients.base import ModelClient, ModelRequestError, ModelUnavailable, Prediction
 from scoring.db.repository import NewAlert
+from scoring.stream.checkpoints import CheckpointOutcome, Checkpoints, InlineCheckpoints
 from scoring.stream.metrics import ScorerMetrics
 from scoring.stream.ports import (
     AlertStore,
@@ -84,8 +87,10 @@ class RunSummary:
 
 @dataclass
 class _Decoded:
-    transactions: list[dict[str, object]] = field(default_factory=list)
-    transaction_messages: list[Message] = field(default_factory=list)
+    """One micro-batch after validation: valid transactions (in message order), labels, dead."""
+
+    transactions: pa.Table
+    transaction_messages: list[Message]
     labels: list[dict[str, object]] = field(default_factory=list)
     dead: list[tuple[Message, Exception]] = field(default_factory=list)
 
@@ -104,6 +109,7 @@ class Scorer:
         metrics: ScorerMetrics | None = None,
         initial_state: Callable[[], BehaviourState] = BehaviourState,
         history: pa.Table | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -113,6 +119,7 @@ class Scorer:
         self.threshold_of = threshold_of
         self.metrics = metrics or ScorerMetrics()
         self.summary = RunSummary()
+        self.checkpoints = checkpoints or InlineCheckpoints(store)
         self._initial_state = initial_state
         self._history = history
         self.state = initial_state()
@@ -122,6 +129,8 @@ class Scorer:
         self._rebalanced = False
         self._in_batch = False
         self._last_checkpoint = time.monotonic()
+        #: Positions of the last checkpoint written (or restored).
+        self._checkpoint_positions: dict[Partition, int] | None = None
         self._model_version: int | None = None
         self._idle_since: float | None = None
         self._first_batch_at: float | None = None
@@ -196,6 +205,7 @@ class Scorer:
 
     def _on_assigned(self, partitions: list[Partition]) -> dict[Partition, int]:
         """Restore state and positions from the last checkpoint (or the warmed start state)."""
+        self.checkpoints.wait()  # a checkpoint still being written is the one to restore
         saved = self._retry(self.store.load, "loading the checkpoint", "database")
         if saved is None:
             self.state = (
@@ -205,6 +215,7 @@ class Scorer:
         else:
             self.state = BehaviourState.from_bytes(saved.state)
             self._positions = dict(saved.positions)
+            self._checkpoint_positions = dict(saved.positions)
             log.info("restored the state checkpoint at positions %s", saved.positions)
         # Partitions not read yet count as being at the state's watermark.
         start = self.state.watermark_us
@@ -223,7 +234,8 @@ class Scorer:
         """
         if self._in_batch or not partitions or self._idle_since is None:
             return
-        saved = SavedState(self.state.to_bytes(), dict(self._positions), self._model_version)
+        self.checkpoints.wait()
+        saved = self._snapshot()
         try:
             self.store.write([], saved)
         except DependencyDown as err:
@@ -245,12 +257,9 @@ class Scorer:
                 self.dead_letters.send(message, error)
             self._retry(self.dead_letters.flush, "dead-letter publish", "broker")
             self._advance_positions(messages)
-            checkpoint = self._checkpoint_if_due()
             inserted = self._retry(
-                lambda: self.store.write(alerts, checkpoint), "alert write", "database"
+                lambda: self.store.write(alerts, None), "alert write", "database"
             )
-            if checkpoint is not None:
-                self._checkpointed()
         except Aborted:
             if self._stop.is_set():
                 raise
@@ -272,11 +281,11 @@ class Scorer:
         for _, error in decoded.dead:
             self.metrics.dead_letters.labels(field=getattr(error, "field", None) or "").inc()
         self.summary.batches += 1
-        self.summary.events += len(decoded.transactions)
+        self.summary.events += decoded.transactions.num_rows
         self.summary.alerts += inserted
         self.summary.dead_letters += len(decoded.dead)
         self.summary.labels += len(decoded.labels)
-        self.metrics.events.inc(len(decoded.transactions))
+        self.metrics.events.inc(decoded.transactions.num_rows)
         self.metrics.alerts.inc(inserted)
         self.metrics.labels.inc(len(decoded.labels))
         finished = time.monotonic()
@@ -287,23 +296,40 @@ class Scorer:
         self.metrics.health.lag = int(self.metrics.lag._value.get())
 
     def _decode(self, messages: list[Message]) -> _Decoded:
-        out = _Decoded()
+        """Validate a batch: all transactions at once when all are valid, else one by one."""
+        labels_topic = self.settings.labels_topic
+        transaction_messages = [m for m in messages if m.topic != labels_topic]
+        table = decode_transactions([m.value for m in transaction_messages])
+        if table is not None:
+            out = _Decoded(table, transaction_messages)
+        else:
+            out = self._decode_one_by_one(transaction_messages)
         for m in messages:
-            where = message_where(m.topic, m.partition, m.offset)
-            try:
-                if m.topic == self.settings.labels_topic:
-                    out.labels.append(decode_label(m.value, where))
-                else:
-                    out.transactions.append(decode_transaction(m.value, where))
-                    out.transaction_messages.append(m)
-            except ValidationError as err:
-                out.dead.append((m, err))
+            if m.topic == labels_topic:
+                try:
+                    out.labels.append(decode_label(m.value, _where(m)))
+                except ValidationError as err:
+                    out.dead.append((m, err))
         return out
 
+    @staticmethod
+    def _decode_one_by_one(messages: list[Message]) -> _Decoded:
+        """The exact path: each bad message goes to the dead letters with its own reason."""
+        records: list[dict[str, object]] = []
+        valid: list[Message] = []
+        dead: list[tuple[Message, Exception]] = []
+        for m in messages:
+            try:
+                records.append(decode_transaction(m.value, _where(m)))
+                valid.append(m)
+            except ValidationError as err:
+                dead.append((m, err))
+        return _Decoded(records_to_table(records, labelled=False), valid, dead=dead)
+
     def _score(self, decoded: _Decoded) -> tuple[list[NewAlert], list[Message]]:
-        if not decoded.transactions:
+        table = decoded.transactions
+        if not table.num_rows:
             return [], []
-        table = records_to_table(decoded.transactions, labelled=False)
         features = self.state.update_and_read(table)
         inputs = to_model_inputs(table, features)
         try:
@@ -319,16 +345,17 @@ class Scorer:
         self.metrics.model_version.set(prediction.model_version)
         threshold = self.threshold_of(prediction)
         hits = np.flatnonzero(prediction.scores >= threshold)
+        records = table.take(pa.array(hits, pa.int64())).to_pylist()
         alerts = [
             _alert(
-                decoded.transactions[i],
+                record,
                 inputs,
                 int(i),
                 float(prediction.scores[i]),
                 threshold,
                 prediction.model_version,
             )
-            for i in hits
+            for record, i in zip(records, hits, strict=True)
         ]
         return alerts, [decoded.transaction_messages[i] for i in hits]
 
@@ -340,11 +367,15 @@ class Scorer:
         the fastest one would drop history the others still need. The hold is
         capped at ``MAX_EXPIRY_HOLD`` so an idle partition cannot grow memory.
         """
-        for message, record in zip(decoded.transaction_messages, decoded.transactions, strict=True):
-            key = (message.topic, message.partition)
-            t = _epoch_us(record[spec.TIMESTAMP])
-            if t > self._event_times.get(key, t - 1):
-                self._event_times[key] = t
+        messages = decoded.transaction_messages
+        if messages:
+            times = decoded.transactions.column(spec.TIMESTAMP).cast(pa.int64()).to_numpy()
+            partitions = np.array([m.partition for m in messages])
+            for partition in np.unique(partitions):
+                key = (messages[0].topic, int(partition))
+                t = int(times[partitions == partition].max())
+                if t > self._event_times.get(key, t - 1):
+                    self._event_times[key] = t
         if self._event_times:
             slowest, fastest = min(self._event_times.values()), max(self._event_times.values())
             self.state.expiry_floor_us = max(slowest, fastest - MAX_EXPIRY_HOLD_US)
@@ -356,36 +387,59 @@ class Scorer:
             key = (m.topic, m.partition)
             self._positions[key] = max(self._positions.get(key, 0), m.offset + 1)
 
-    def _checkpoint_if_due(self) -> SavedState | None:
-        if time.monotonic() - self._last_checkpoint < self.settings.checkpoint_seconds:
-            return None
+    def _snapshot(self) -> SavedState:
         return SavedState(self.state.to_bytes(), dict(self._positions), self._model_version)
 
     def _maybe_checkpoint(self) -> None:
-        """Checkpoint when due, but never before the first assignment restored the state."""
-        if self._idle_since is None:
+        """Between batches: collect a finished checkpoint, start the next one when due.
+
+        Never before the first assignment restored the state.
+        """
+        outcome = self.checkpoints.poll()
+        if outcome is not None:
+            self._checkpoint_ended(outcome)
+        if self._idle_since is None or self.checkpoints.running:
             return
+        if self._positions == self._checkpoint_positions:
+            return  # nothing consumed since the last one: the state is the same
         if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_seconds:
-            self._checkpoint_now()
+            self._last_checkpoint = time.monotonic()
+            self.checkpoints.start(self._snapshot, dict(self._positions))
 
     def _checkpoint_now(self) -> None:
-        saved = SavedState(self.state.to_bytes(), dict(self._positions), self._model_version)
+        """At shutdown: let a running checkpoint end, then write the final one in-line."""
+        outcome = self.checkpoints.wait()
+        if outcome is not None:
+            self._checkpoint_ended(outcome)
+        if self._positions == self._checkpoint_positions:
+            return
+        saved = self._snapshot()
         self._retry(lambda: self.store.write([], saved), "checkpoint", "database")
-        self._checkpointed()
+        self._checkpoint_ended(CheckpointOutcome(saved.positions, True))
 
-    def _checkpointed(self) -> None:
-        """After a checkpoint is durable: commit its positions to Kafka, update gauges.
+    def _checkpoint_ended(self, outcome: CheckpointOutcome) -> None:
+        """After a checkpoint: commit its positions to Kafka, or schedule a retry.
 
-        Kafka's committed offsets thus always equal the database checkpoint's
+        Kafka's committed offsets thus never pass the database checkpoint's
         positions: a restart seeks there with exactly the state of that moment.
         """
-        self._last_checkpoint = time.monotonic()
-        if self._positions:
+        if not outcome.written:
+            log.warning("checkpoint not written (%s); retrying soon", outcome.error)
+            self.metrics.health.last_error = f"checkpoint: {outcome.error}"[:500]
+            if outcome.dependency_down:
+                self.metrics.health.database_ok = False
+                self.metrics.retries.labels(dependency="database").inc()
+            retry_in = min(self.settings.retry_max_seconds, self.settings.checkpoint_seconds)
+            self._last_checkpoint = time.monotonic() - self.settings.checkpoint_seconds + retry_in
+            return
+        self._checkpoint_positions = dict(outcome.positions)
+        if outcome.positions:
             try:
-                self.source.commit(dict(self._positions))
+                self.source.commit(dict(outcome.positions))
             except Exception as err:
                 log.warning("offset commit failed (%s); the checkpoint keeps the positions", err)
         self.metrics.last_checkpoint.set(time.time())
+        self.metrics.checkpoint_seconds.set(outcome.seconds)
         size = self.state.size()
         self.metrics.state_keys.labels(kind="customers").set(size["customers"])
         self.metrics.state_keys.labels(kind="terminals").set(size["terminals"])
@@ -429,13 +483,8 @@ class Scorer:
 _HEALTH_FIELD = {"model": "model_ok", "database": "database_ok", "broker": "broker_ok"}
 
 
-def _epoch_us(moment: object) -> int:
-    assert isinstance(moment, datetime)
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+def _where(message: Message) -> str:
+    return message_where(message.topic, message.partition, message.offset)
 
 
 def _labels_table(labels: list[dict[str, object]]) -> pa.Table:

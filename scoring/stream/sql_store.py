@@ -7,8 +7,9 @@ from contextlib import contextmanager
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
 
-from scoring.db.engine import make_sessionmaker
+from scoring.db.engine import make_engine, make_sessionmaker
 from scoring.db.repository import NewAlert, insert_alerts, load_checkpoints, save_checkpoint
 from scoring.stream.ports import DependencyDown, SavedState
 
@@ -20,8 +21,13 @@ class SqlAlertStore:
     """Writes alerts idempotently and saves the scorer's state checkpoint atomically."""
 
     def __init__(self, engine: Engine, consumer_group: str) -> None:
+        self._engine = engine
         self._sessions = make_sessionmaker(engine)
         self._group = consumer_group
+
+    def reopened(self) -> SqlAlertStore:
+        """The same store over new connections (for a forked child: never share a pool)."""
+        return SqlAlertStore(make_engine(self._engine.url, poolclass=NullPool), self._group)
 
     def write(self, alerts: Sequence[NewAlert], checkpoint: SavedState | None) -> int:
         """Insert alerts (duplicates ignored) and the checkpoint in one transaction."""

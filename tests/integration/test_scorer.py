@@ -149,6 +149,65 @@ def test_streamed_scores_equal_the_batch_path_and_a_new_version_is_used_mid_stre
         assert rows[txid]["score"] == pytest.approx(expected_v2[txid], abs=1e-5)
 
 
+def test_checkpoints_are_written_in_the_background_and_their_positions_committed(
+    kafka_broker, topics, sqlite_url, model_server, bank
+):
+    """A forked child writes each checkpoint while the scorer goes on; Kafka gets its positions."""
+    from features.behaviour import BehaviourState
+    from scoring.db.engine import make_engine
+    from scoring.db.migrate import upgrade
+    from scoring.stream.sql_store import SqlAlertStore
+
+    upgrade(make_engine(sqlite_url))
+    first = bank.slice(0, 300)
+    endpoints = Endpoints(
+        KafkaSettings(kafka_broker.bootstrap),
+        sqlite_url,
+        f"grpc://127.0.0.1:{model_server.grpc_port}",
+    )
+    scorer = ScorerThread(topics.settings(threshold=0.0, checkpoint_seconds=0.5), endpoints)
+    scorer.start()
+    produce(kafka_broker.bootstrap, topics.transactions, first)
+    wait_for(lambda: len(alerts(sqlite_url)) == 300, 60, "300 alerts")
+
+    store = SqlAlertStore(make_engine(sqlite_url), topics.group)
+
+    def checkpointed_all() -> bool:
+        saved = store.load()
+        return saved is not None and sum(saved.positions.values()) == 300
+
+    wait_for(checkpointed_all, 30, "a checkpoint at the end of the 300 events")
+    wait_for(
+        lambda: sum(_committed(kafka_broker.bootstrap, topics).values()) == 300,
+        30,
+        "Kafka to hold the checkpoint's positions",
+    )
+    assert scorer._thread.is_alive()  # written while the scorer kept running
+    assert scorer.process.metrics.checkpoint_seconds._value.get() > 0  # by a background writer
+    saved = store.load()
+    assert saved is not None and saved.positions == _committed(kafka_broker.bootstrap, topics)
+    state = BehaviourState.from_bytes(saved.state)
+    assert state.size()["customers"] == len(set(first.column("customer_id").to_pylist()))
+
+    produce(kafka_broker.bootstrap, topics.transactions, bank.slice(300, 100))
+    wait_for(lambda: len(alerts(sqlite_url)) == 400, 60, "alerts of later events")
+    scorer.process.scorer.stop()
+    scorer.join()
+
+
+def _committed(bootstrap: str, topics: Topics) -> dict[tuple[str, int], int]:
+    """The consumer group's committed offsets of the transactions topic."""
+    from kafka import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group)
+    try:
+        partitions = consumer.partitions_for_topic(topics.transactions) or set()
+        found = {p: consumer.committed(TopicPartition(topics.transactions, p)) for p in partitions}
+        return {(topics.transactions, p): o for p, o in found.items() if o is not None}
+    finally:
+        consumer.close()
+
+
 def test_kill_minus_nine_mid_stream_leaves_exactly_one_alert_per_event_above_threshold(
     kafka_broker, topics, postgres_url, toy_model_dir, bank, tmp_path
 ):

@@ -17,6 +17,7 @@ from ingest.kafka_io import (
     dead_letter_headers,
     decode_label,
     decode_transaction,
+    decode_transactions,
     encode_label,
     encode_labels,
     encode_transaction,
@@ -171,3 +172,46 @@ def test_batch_encoding_escapes_strings_and_keeps_values() -> None:
         assert decode_transaction(value, "x") == {k: v for k, v in record.items() if k != LABEL_KEY}
     for (_, value), record in zip(encode_labels(table, source="s"), recs, strict=True):
         assert decode_label(value, "x")["customer_id"] == record["customer_id"]
+
+
+def test_a_valid_batch_decodes_at_once_to_what_record_by_record_gives() -> None:
+    recs = records()
+    recs[0]["customer_id"] = 'c "quoted"\\ \tx'
+    recs[1]["amount"] = 12.0
+    recs[2]["merchant_category"] = None
+    values = [value for _, value in encode_transactions(records_to_table(recs, labelled=True))]
+    values[3] = b'{"transaction_id": "tx-3", "timestamp": "2018-04-01T12:00:34+02:00", ' + (
+        b'"customer_id": "c", "terminal_id": "t", "amount": 7, "extra": {"nested": [1]}}'
+    )
+
+    table = decode_transactions(values)
+
+    one_by_one = [decode_transaction(v, "x") for v in values]
+    assert table is not None
+    assert table.equals(records_to_table(one_by_one, labelled=False))
+
+
+VALID = encode_transactions(records_to_table(records(), labelled=True))[0][1]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        b"",
+        b"   ",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"transaction_id": "t",',
+        b'{"transaction_id": "a", "transaction_id": "b"}',
+        VALID.replace(b'"amount":', b'"amount": "NaN", "x":'),
+        VALID.replace(b'"amount":', b'\n"amount":'),
+        VALID.replace(b'"customer_id":"c-\xc3\xa90"', b'"customer_id":""'),
+        VALID.replace(b"2018-04-01T10:00:31", b"2018-13-01T10:00:31"),
+        VALID[:-1] + b', "pad": "' + b"x" * 1_100_000 + b'"}',
+    ],
+    ids=lambda v: repr(v)[:40],
+)
+def test_any_invalid_message_sends_the_batch_to_the_exact_path(bad: bytes | None) -> None:
+    assert decode_transactions([VALID, VALID]) is not None
+    assert decode_transactions([VALID, bad, VALID]) is None

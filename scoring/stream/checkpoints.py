@@ -1,0 +1,188 @@
+"""Writing the scorer's state checkpoints without stopping the scoring.
+
+A checkpoint is the whole behavioural state (tens of MB for a bank of a few
+thousand cards and terminals) plus the positions it reflects. Encoding and
+writing it takes a few hundred milliseconds; done in the scoring loop, every
+event arriving meanwhile waits, which is the whole latency tail.
+
+:class:`ForkedCheckpoints` takes the snapshot the way Redis's ``BGSAVE`` does:
+``fork()`` gives a child process a frozen, copy-on-write image of the state for
+the cost of copying page tables (milliseconds); the child encodes and writes
+it while the parent goes on scoring, and the parent commits the snapshot's
+positions to Kafka once the child reports success. The child opens its own
+database connection — never one inherited from the parent — and leaves with
+``os._exit`` so that nothing inherited (Kafka sockets, the model client, the
+parent's connection pool) is closed or flushed from the copy.
+
+:class:`InlineCheckpoints` writes in the caller's thread: for platforms without
+``fork`` and for unit tests with in-memory stores (a child's writes to an
+in-memory store would be lost with the child).
+
+Both give the same guarantee: a checkpoint is written only between batches,
+after every alert of the events before its positions is committed, so the
+stored (state, positions) pair is always consistent and a restart from it
+replays the rest (alerts are idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from scoring.stream.ports import AlertStore, DependencyDown, Partition, SavedState
+
+log = logging.getLogger(__name__)
+
+#: Exit codes of a checkpoint child.
+_WRITTEN, _FAILED, _DEPENDENCY_DOWN = 0, 1, 3
+
+
+@dataclass(frozen=True)
+class CheckpointOutcome:
+    """How a checkpoint ended: written (its positions may be committed) or not, and why."""
+
+    positions: dict[Partition, int]
+    written: bool
+    error: str | None = None
+    #: True when the database was unreachable (a retryable failure).
+    dependency_down: bool = False
+    seconds: float = 0.0
+
+
+class Checkpoints(Protocol):
+    """Starts a checkpoint and reports when it has ended."""
+
+    def start(self, snapshot: Callable[[], SavedState], positions: dict[Partition, int]) -> bool:
+        """Begin writing ``snapshot()``; False if one is still being written."""
+        ...
+
+    def poll(self) -> CheckpointOutcome | None:
+        """The outcome of the checkpoint that just ended, else None (non-blocking)."""
+        ...
+
+    def wait(self) -> CheckpointOutcome | None:
+        """Block until the running checkpoint (if any) ends; its outcome."""
+        ...
+
+    @property
+    def running(self) -> bool:
+        """True while a checkpoint is being written."""
+        ...
+
+
+class InlineCheckpoints:
+    """Writes each checkpoint at once, in the caller's thread."""
+
+    def __init__(self, store: AlertStore) -> None:
+        self._store = store
+        self._outcome: CheckpointOutcome | None = None
+
+    @property
+    def running(self) -> bool:
+        """Never: a checkpoint is finished when :meth:`start` returns."""
+        return False
+
+    def start(self, snapshot: Callable[[], SavedState], positions: dict[Partition, int]) -> bool:
+        """Write the snapshot now; the outcome is returned by the next :meth:`poll`."""
+        started = time.monotonic()
+        try:
+            self._store.write([], snapshot())
+        except DependencyDown as err:
+            self._outcome = CheckpointOutcome(positions, False, str(err), dependency_down=True)
+        else:
+            self._outcome = CheckpointOutcome(positions, True, seconds=time.monotonic() - started)
+        return True
+
+    def poll(self) -> CheckpointOutcome | None:
+        """The last checkpoint's outcome, once."""
+        outcome, self._outcome = self._outcome, None
+        return outcome
+
+    def wait(self) -> CheckpointOutcome | None:
+        """Same as :meth:`poll`: nothing is ever running."""
+        return self.poll()
+
+
+class ForkedCheckpoints:
+    """Writes each checkpoint from a forked copy of the process (see the module docstring).
+
+    ``open_store`` is called in the child to build a store with fresh
+    connections (for SQL: a new engine from the same URL).
+    """
+
+    def __init__(self, open_store: Callable[[], AlertStore]) -> None:
+        self._open_store = open_store
+        #: Rebalance callbacks may wait from the Kafka client's thread: one reaper at a time.
+        self._lock = threading.Lock()
+        self._child: int | None = None
+        self._positions: dict[Partition, int] = {}
+        self._started = 0.0
+
+    @property
+    def running(self) -> bool:
+        """True while the child is writing."""
+        return self._child is not None
+
+    def start(self, snapshot: Callable[[], SavedState], positions: dict[Partition, int]) -> bool:
+        """Fork a child that writes ``snapshot()``; False if the previous one still runs."""
+        with self._lock:
+            if self._child is not None:
+                return False
+            self._positions, self._started = dict(positions), time.monotonic()
+            pid = os.fork()
+            if pid == 0:  # the child: write, then leave without running any cleanup
+                os._exit(_write_in_child(self._open_store, snapshot))
+            self._child = pid
+            return True
+
+    def poll(self) -> CheckpointOutcome | None:
+        """The outcome once the child has exited, else None."""
+        return self._reap(os.WNOHANG)
+
+    def wait(self) -> CheckpointOutcome | None:
+        """Block until the child exits; its outcome (None if none was running)."""
+        return self._reap(0)
+
+    def _reap(self, flags: int) -> CheckpointOutcome | None:
+        with self._lock:
+            if self._child is None:
+                return None
+            pid, status = os.waitpid(self._child, flags)
+            if pid == 0:
+                return None
+            self._child = None
+        seconds = time.monotonic() - self._started
+        code = os.waitstatus_to_exitcode(status)
+        if code == _WRITTEN:
+            return CheckpointOutcome(self._positions, True, seconds=seconds)
+        if code == _DEPENDENCY_DOWN:
+            return CheckpointOutcome(self._positions, False, "database unavailable", True, seconds)
+        reason = f"signal {-code}" if code < 0 else f"exit status {code}"
+        return CheckpointOutcome(self._positions, False, f"checkpoint writer failed ({reason})")
+
+
+def _write_in_child(
+    open_store: Callable[[], AlertStore], snapshot: Callable[[], SavedState]
+) -> int:
+    """Encode and write the snapshot; an exit code for the parent. Never raises."""
+    try:
+        open_store().write([], snapshot())
+    except DependencyDown as err:
+        log.warning("checkpoint not written: %s", err)
+        return _DEPENDENCY_DOWN
+    except BaseException:
+        log.exception("checkpoint writer failed")
+        return _FAILED
+    return _WRITTEN
+
+
+def default_checkpoints(store: AlertStore, open_store: Callable[[], AlertStore]) -> Checkpoints:
+    """Forked checkpoints where the platform can fork, inline ones elsewhere."""
+    if hasattr(os, "fork"):
+        return ForkedCheckpoints(open_store)
+    return InlineCheckpoints(store)

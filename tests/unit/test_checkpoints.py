@@ -1,0 +1,103 @@
+"""Checkpoints written by a forked child: consistent snapshots, outcomes, failures.
+
+The child writes to a real SQLite file (a child's writes to an in-memory fake
+would vanish with it); no other service is needed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from scoring.db.engine import make_engine
+from scoring.db.migrate import upgrade
+from scoring.stream.checkpoints import ForkedCheckpoints, InlineCheckpoints
+from scoring.stream.ports import AlertStore, DependencyDown, SavedState
+from scoring.stream.sql_store import SqlAlertStore
+
+POSITIONS = {("transactions", 0): 41, ("transactions", 1): 7}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqlAlertStore:
+    engine = make_engine(f"sqlite:///{tmp_path / 'alerts.db'}")
+    upgrade(engine)
+    return SqlAlertStore(engine, "scorer")
+
+
+def slow(open_store: Callable[[], AlertStore], seconds: float) -> Callable[[], AlertStore]:
+    """Open the store only after ``seconds``: the parent moves on meanwhile."""
+
+    def opened() -> AlertStore:
+        time.sleep(seconds)
+        return open_store()
+
+    return opened
+
+
+def test_the_child_writes_the_state_as_it_was_at_the_fork(store: SqlAlertStore) -> None:
+    state = bytearray(b"state at the fork")
+    checkpoints = ForkedCheckpoints(slow(store.reopened, 0.3))
+
+    assert checkpoints.start(lambda: SavedState(bytes(state), POSITIONS, 3), POSITIONS)
+    state[:] = b"changed by the parent afterwards"  # the child's copy must not see this
+    assert checkpoints.running
+    assert checkpoints.poll() is None  # still sleeping
+    outcome = checkpoints.wait()
+
+    assert outcome is not None and outcome.written and outcome.positions == POSITIONS
+    assert outcome.seconds >= 0.3
+    assert not checkpoints.running
+    saved = store.load()
+    assert saved == SavedState(b"state at the fork", POSITIONS, 3)
+
+
+def test_only_one_checkpoint_runs_at_a_time(store: SqlAlertStore) -> None:
+    checkpoints = ForkedCheckpoints(slow(store.reopened, 0.3))
+    snapshot = lambda: SavedState(b"first", POSITIONS)  # noqa: E731
+
+    assert checkpoints.start(snapshot, POSITIONS)
+    assert not checkpoints.start(lambda: SavedState(b"second", POSITIONS), POSITIONS)
+    assert checkpoints.wait() is not None
+    assert checkpoints.wait() is None  # nothing left to wait for
+    assert store.load() == SavedState(b"first", POSITIONS)
+
+
+def test_a_database_outage_in_the_child_is_reported_as_retryable(store: SqlAlertStore) -> None:
+    def unreachable() -> AlertStore:
+        raise DependencyDown("database unavailable: connection refused")
+
+    checkpoints = ForkedCheckpoints(unreachable)
+    checkpoints.start(lambda: SavedState(b"s", POSITIONS), POSITIONS)
+    outcome = checkpoints.wait()
+
+    assert outcome is not None and not outcome.written and outcome.dependency_down
+    assert store.load() is None
+
+
+def test_a_failing_snapshot_is_reported_not_raised(store: SqlAlertStore) -> None:
+    def broken() -> SavedState:
+        raise ValueError("cannot encode")
+
+    checkpoints = ForkedCheckpoints(store.reopened)
+    checkpoints.start(broken, POSITIONS)
+    outcome = checkpoints.wait()
+
+    assert outcome is not None and not outcome.written and not outcome.dependency_down
+    assert "exit status 1" in (outcome.error or "")
+    assert store.load() is None
+
+
+def test_inline_checkpoints_write_at_once_and_report_on_the_next_poll(
+    store: SqlAlertStore,
+) -> None:
+    checkpoints = InlineCheckpoints(store)
+
+    assert checkpoints.start(lambda: SavedState(b"now", POSITIONS, 1), POSITIONS)
+    assert store.load() == SavedState(b"now", POSITIONS, 1)
+    outcome = checkpoints.poll()
+    assert outcome is not None and outcome.written
+    assert checkpoints.poll() is None
