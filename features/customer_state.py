@@ -22,7 +22,7 @@ from features.timebase import DAY_US
 NOVELTY_DAYS = 30
 
 
-@dataclass
+@dataclass(slots=True)
 class CustomerHistory:
     """One customer's recent transactions, parallel lists sorted by event time (µs)."""
 

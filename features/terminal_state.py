@@ -18,7 +18,7 @@ import numpy as np
 from features.timebase import DAY_US
 
 
-@dataclass
+@dataclass(slots=True)
 class TerminalHistory:
     """One terminal's recent transactions, sorted by event time (µs), with fraud flags."""
 

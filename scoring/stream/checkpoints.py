@@ -51,7 +51,10 @@ class CheckpointOutcome:
     error: str | None = None
     #: True when the database was unreachable (a retryable failure).
     dependency_down: bool = False
+    #: From start to end of the checkpoint.
     seconds: float = 0.0
+    #: How long the scoring loop was held up by it (the fork, or the whole inline write).
+    pause_seconds: float = 0.0
 
 
 class Checkpoints(Protocol):
@@ -95,7 +98,8 @@ class InlineCheckpoints:
         except DependencyDown as err:
             self._outcome = CheckpointOutcome(positions, False, str(err), dependency_down=True)
         else:
-            self._outcome = CheckpointOutcome(positions, True, seconds=time.monotonic() - started)
+            took = time.monotonic() - started
+            self._outcome = CheckpointOutcome(positions, True, seconds=took, pause_seconds=took)
         return True
 
     def poll(self) -> CheckpointOutcome | None:
@@ -122,6 +126,7 @@ class ForkedCheckpoints:
         self._child: int | None = None
         self._positions: dict[Partition, int] = {}
         self._started = 0.0
+        self._pause = 0.0
 
     @property
     def running(self) -> bool:
@@ -138,6 +143,7 @@ class ForkedCheckpoints:
             if pid == 0:  # the child: write, then leave without running any cleanup
                 os._exit(_write_in_child(self._open_store, snapshot))
             self._child = pid
+            self._pause = time.monotonic() - self._started
             return True
 
     def poll(self) -> CheckpointOutcome | None:
@@ -159,7 +165,9 @@ class ForkedCheckpoints:
         seconds = time.monotonic() - self._started
         code = os.waitstatus_to_exitcode(status)
         if code == _WRITTEN:
-            return CheckpointOutcome(self._positions, True, seconds=seconds)
+            return CheckpointOutcome(
+                self._positions, True, seconds=seconds, pause_seconds=self._pause
+            )
         if code == _DEPENDENCY_DOWN:
             return CheckpointOutcome(self._positions, False, "database unavailable", True, seconds)
         reason = f"signal {-code}" if code < 0 else f"exit status {code}"

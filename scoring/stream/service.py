@@ -440,6 +440,7 @@ class Scorer:
                 log.warning("offset commit failed (%s); the checkpoint keeps the positions", err)
         self.metrics.last_checkpoint.set(time.time())
         self.metrics.checkpoint_seconds.set(outcome.seconds)
+        self.metrics.checkpoint_pause_seconds.set(outcome.pause_seconds)
         size = self.state.size()
         self.metrics.state_keys.labels(kind="customers").set(size["customers"])
         self.metrics.state_keys.labels(kind="terminals").set(size["terminals"])

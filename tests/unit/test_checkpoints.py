@@ -50,6 +50,7 @@ def test_the_child_writes_the_state_as_it_was_at_the_fork(store: SqlAlertStore) 
 
     assert outcome is not None and outcome.written and outcome.positions == POSITIONS
     assert outcome.seconds >= 0.3
+    assert 0 < outcome.pause_seconds < 0.3  # the parent only waited for the fork
     assert not checkpoints.running
     saved = store.load()
     assert saved == SavedState(b"state at the fork", POSITIONS, 3)
