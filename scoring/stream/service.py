@@ -27,7 +27,13 @@ import pyarrow as pa
 from features import spec
 from features.behaviour import BehaviourState
 from features.model_inputs import to_model_inputs
-from ingest.kafka_io import decode_label, decode_transaction, decode_transactions, message_where
+from ingest.kafka_io import (
+    BATCH_DECODE_MIN_MESSAGES,
+    decode_label,
+    decode_transaction,
+    decode_transactions,
+    message_where,
+)
 from ingest.records import records_to_table
 from ingest.validation import ValidationError
 from scoring.clients.base import ModelClient, ModelRequestError, ModelUnavailable, Prediction
@@ -299,7 +305,9 @@ class Scorer:
         """Validate a batch: all transactions at once when all are valid, else one by one."""
         labels_topic = self.settings.labels_topic
         transaction_messages = [m for m in messages if m.topic != labels_topic]
-        table = decode_transactions([m.value for m in transaction_messages])
+        table = None
+        if len(transaction_messages) >= BATCH_DECODE_MIN_MESSAGES:
+            table = decode_transactions([m.value for m in transaction_messages])
         if table is not None:
             out = _Decoded(table, transaction_messages)
         else:

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from features import spec
+from ingest.kafka_io import BATCH_DECODE_MIN_MESSAGES, decode_transactions
 from scoring.clients.base import ModelRequestError, ModelStatus, ModelUnavailable, Prediction
+from scoring.stream import service
 from scoring.stream.ports import DependencyDown, Message, Partition, SavedState
 from scoring.stream.service import Scorer
 from scoring.stream.settings import ScorerSettings
@@ -176,6 +178,41 @@ def test_invalid_messages_go_to_the_dead_letter_topic_and_valid_ones_around_them
     assert [m.offset for m, _ in dlq.sent] == [1, 2, 3]
     assert "amount" in str(dlq.sent[0][1]) and "transactions[0]@1" in str(dlq.sent[0][1])
     assert summary.dead_letters == 3 and summary.events == 2
+
+
+@pytest.mark.parametrize("poisoned", [False, True])
+def test_a_large_batch_is_scored_the_same_whether_validated_at_once_or_one_by_one(
+    poisoned, monkeypatch
+):
+    """Batches of BATCH_DECODE_MIN_MESSAGES+ take the column path unless one message is bad."""
+    column_path: list[bool] = []
+
+    def spy(values):
+        table = decode_transactions(values)
+        column_path.append(table is not None)
+        return table
+
+    monkeypatch.setattr(service, "decode_transactions", spy)
+    n = BATCH_DECODE_MIN_MESSAGES + 44
+    messages = [tx_message(i, 30 + (i * 37) % 70, customer=f"C{i % 7}") for i in range(n)]
+    if poisoned:
+        messages[150] = Message("transactions", 0, 150, b"k", b'{"amount": 1}', 0)
+    scorer, _, dlq, store, _ = make_scorer(messages)
+    summary = scorer.run()
+
+    expected = {f"t{i}" for i in range(n) if 30 + (i * 37) % 70 >= 50}
+    if poisoned:
+        expected.discard("t150")
+    assert set(store.alerts) == expected
+    assert summary.events == n - poisoned and len(dlq.sent) == poisoned
+    assert column_path == [not poisoned]
+    if poisoned:
+        assert "transactions[0]@150" in str(dlq.sent[0][1])
+    one_by_one, _, _, reference, _ = make_scorer(messages, max_batch=50)
+    one_by_one.run()
+    assert {k: a.features for k, a in reference.alerts.items()} == {
+        k: a.features for k, a in store.alerts.items()
+    }
 
 
 def test_database_down_is_retried_without_loss_or_duplicates():
