@@ -284,10 +284,15 @@ def _latency(
     )
     runner.join()
     ms = np.asarray(latencies) * 1000
+    metrics = process.metrics
     return {
         "latency_rate_events_per_s": plan.latency_rate,
         "latency_events": int(ms.size),
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
         "max_ms": round(float(ms.max()), 1),
+        # Checkpoints written during the run, the final one at shutdown included.
+        "latency_run_checkpoints": int(metrics.checkpoints._value.get()),
+        "checkpoint_ms": round(metrics.checkpoint_seconds._value.get() * 1000, 1),
+        "checkpoint_pause_ms": round(metrics.checkpoint_pause_seconds._value.get() * 1000, 1),
     }

@@ -97,6 +97,11 @@ class ScorerMetrics:
             "Time the last state checkpoint took to encode and write (off the scoring path)",
             registry=r,
         )
+        self.checkpoints = Counter(
+            "fraud_scorer_checkpoints",
+            "State checkpoints written",
+            registry=r,
+        )
         self.checkpoint_pause_seconds = Gauge(
             "fraud_scorer_checkpoint_pause_seconds",
             "How long the last checkpoint held up scoring (the fork of the writer)",

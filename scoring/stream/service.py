@@ -423,9 +423,10 @@ class Scorer:
             return
         saved = self._snapshot()
         self._retry(lambda: self.store.write([], saved), "checkpoint", "database")
-        self._checkpoint_ended(CheckpointOutcome(saved.positions, True))
+        # Not timed: at shutdown nothing waits for it; the gauges keep the last running one.
+        self._checkpoint_ended(CheckpointOutcome(saved.positions, True), timed=False)
 
-    def _checkpoint_ended(self, outcome: CheckpointOutcome) -> None:
+    def _checkpoint_ended(self, outcome: CheckpointOutcome, *, timed: bool = True) -> None:
         """After a checkpoint: commit its positions to Kafka, or schedule a retry.
 
         Kafka's committed offsets thus never pass the database checkpoint's
@@ -447,8 +448,10 @@ class Scorer:
             except Exception as err:
                 log.warning("offset commit failed (%s); the checkpoint keeps the positions", err)
         self.metrics.last_checkpoint.set(time.time())
-        self.metrics.checkpoint_seconds.set(outcome.seconds)
-        self.metrics.checkpoint_pause_seconds.set(outcome.pause_seconds)
+        self.metrics.checkpoints.inc()
+        if timed:
+            self.metrics.checkpoint_seconds.set(outcome.seconds)
+            self.metrics.checkpoint_pause_seconds.set(outcome.pause_seconds)
         size = self.state.size()
         self.metrics.state_keys.labels(kind="customers").set(size["customers"])
         self.metrics.state_keys.labels(kind="terminals").set(size["terminals"])
