@@ -38,6 +38,8 @@ from scoring.stream.ports import AlertStore, DependencyDown, Partition, SavedSta
 
 log = logging.getLogger(__name__)
 
+#: How much lower the checkpoint writer's CPU priority is than the scorer's.
+CHILD_NICENESS = 10
 #: Exit codes of a checkpoint child.
 _WRITTEN, _FAILED, _DEPENDENCY_DOWN = 0, 1, 3
 
@@ -177,9 +179,17 @@ class ForkedCheckpoints:
 def _write_in_child(
     open_store: Callable[[], AlertStore], snapshot: Callable[[], SavedState]
 ) -> int:
-    """Encode and write the snapshot; an exit code for the parent. Never raises."""
+    """Encode and write the snapshot; an exit code for the parent. Never raises.
+
+    The child runs at a lower CPU priority: on a small machine it competes with
+    the scorer it was forked from, and the scorer's events are the ones waiting.
+    The snapshot is encoded before the database transaction begins, so the
+    transaction (and, on SQLite, the write lock) lasts only for the write.
+    """
     try:
-        open_store().write([], snapshot())
+        os.nice(CHILD_NICENESS)
+        saved = snapshot()
+        open_store().write([], saved)
     except DependencyDown as err:
         log.warning("checkpoint not written: %s", err)
         return _DEPENDENCY_DOWN

@@ -40,9 +40,13 @@ def slow(open_store: Callable[[], AlertStore], seconds: float) -> Callable[[], A
 
 def test_the_child_writes_the_state_as_it_was_at_the_fork(store: SqlAlertStore) -> None:
     state = bytearray(b"state at the fork")
-    checkpoints = ForkedCheckpoints(slow(store.reopened, 0.3))
+    checkpoints = ForkedCheckpoints(store.reopened)
 
-    assert checkpoints.start(lambda: SavedState(bytes(state), POSITIONS, 3), POSITIONS)
+    def snapshot_later() -> SavedState:
+        time.sleep(0.3)  # the parent has changed its state by now
+        return SavedState(bytes(state), POSITIONS, 3)
+
+    assert checkpoints.start(snapshot_later, POSITIONS)
     state[:] = b"changed by the parent afterwards"  # the child's copy must not see this
     assert checkpoints.running
     assert checkpoints.poll() is None  # still sleeping
