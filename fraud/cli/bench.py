@@ -28,7 +28,8 @@ def scoring(
     """End-to-end scoring: broker, model endpoint, scorer and database, all local.
 
     Prints {"inprocess_events_per_s", "grpc_events_per_s", "p50_ms", "p99_ms",
-    "model_limit_events_per_s", "broker_limit_events_per_s", ...} last.
+    "alerts_p99_ms", "all_alerts_p99_ms", "model_limit_events_per_s",
+    "broker_limit_events_per_s", ...} last.
     """
     import logging
     import os

@@ -142,6 +142,9 @@ class Scorer:
         self._first_batch_at: float | None = None
         #: When set, every alert's event-to-alert latency (s) is appended (benchmarks).
         self.latency_sink: list[float] | None = None
+        #: When set, every scored event's latency (s) from its Kafka timestamp to the
+        #: commit of its batch — when its alert, had it scored high, was written.
+        self.decision_latency_sink: list[float] | None = None
         #: Latest transaction event time (µs) read from each partition (expiry hold).
         self._event_times: dict[Partition, int] = {}
 
@@ -284,6 +287,10 @@ class Scorer:
             self.metrics.event_to_alert_seconds.observe(latency)
             if self.latency_sink is not None:
                 self.latency_sink.append(latency)
+        if self.decision_latency_sink is not None:
+            self.decision_latency_sink.extend(
+                max(0.0, now - m.timestamp_ms / 1000) for m in decoded.transaction_messages
+            )
         for _, error in decoded.dead:
             self.metrics.dead_letters.labels(field=getattr(error, "field", None) or "").inc()
         self.summary.batches += 1
