@@ -11,7 +11,7 @@ from typing import Any
 from fraud.errors import InputError
 from ingest.kafka_io import KafkaSettings, check_reachable, ensure_topics
 from scoring.clients import ModelClient, Prediction, make_client
-from scoring.stream.checkpoints import default_checkpoints
+from scoring.stream.checkpoints import InlineCheckpoints, default_checkpoints
 from scoring.stream.kafka_source import KafkaDeadLetters, KafkaSource
 from scoring.stream.metrics import MetricsServer, ScorerMetrics
 from scoring.stream.service import RunSummary, Scorer, ThresholdOf
@@ -96,7 +96,11 @@ class ScorerProcess:
             threshold_policy(settings, endpoints),
             metrics=self.metrics,
             history=_read_history(endpoints.history),
-            checkpoints=default_checkpoints(store, store.reopened),
+            checkpoints=(
+                default_checkpoints(store, store.reopened)
+                if store.reopenable
+                else InlineCheckpoints(store)
+            ),
         )
 
     def run(self) -> RunSummary:

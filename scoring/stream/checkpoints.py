@@ -38,7 +38,8 @@ from scoring.stream.ports import AlertStore, DependencyDown, Partition, SavedSta
 
 log = logging.getLogger(__name__)
 
-#: How much lower the checkpoint writer's CPU priority is than the scorer's.
+#: How much lower the checkpoint writer's CPU priority is than the scorer's: on a
+#: small machine it competes with the scorer, whose events are the ones waiting.
 CHILD_NICENESS = 10
 #: Exit codes of a checkpoint child.
 _WRITTEN, _FAILED, _DEPENDENCY_DOWN = 0, 1, 3
@@ -129,6 +130,8 @@ class ForkedCheckpoints:
         self._positions: dict[Partition, int] = {}
         self._started = 0.0
         self._pause = 0.0
+        #: The outcome of a checkpoint written in-line because fork() failed.
+        self._inline: CheckpointOutcome | None = None
 
     @property
     def running(self) -> bool:
@@ -141,9 +144,20 @@ class ForkedCheckpoints:
             if self._child is not None:
                 return False
             self._positions, self._started = dict(positions), time.monotonic()
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError as err:  # no memory or process slots left: write it here
+                log.warning("cannot fork the checkpoint writer (%s): writing in-line", err)
+                self._inline = _outcome(
+                    self._positions,
+                    _write(self._open_store, snapshot),
+                    time.monotonic() - self._started,
+                    self._started,
+                )
+                return True
             if pid == 0:  # the child: write, then leave without running any cleanup
-                os._exit(_write_in_child(self._open_store, snapshot))
+                os.nice(CHILD_NICENESS)
+                os._exit(_write(self._open_store, snapshot))
             self._child = pid
             self._pause = time.monotonic() - self._started
             return True
@@ -158,36 +172,39 @@ class ForkedCheckpoints:
 
     def _reap(self, flags: int) -> CheckpointOutcome | None:
         with self._lock:
+            if self._inline is not None:
+                outcome, self._inline = self._inline, None
+                return outcome
             if self._child is None:
                 return None
             pid, status = os.waitpid(self._child, flags)
             if pid == 0:
                 return None
             self._child = None
-        seconds = time.monotonic() - self._started
         code = os.waitstatus_to_exitcode(status)
-        if code == _WRITTEN:
-            return CheckpointOutcome(
-                self._positions, True, seconds=seconds, pause_seconds=self._pause
-            )
-        if code == _DEPENDENCY_DOWN:
-            return CheckpointOutcome(self._positions, False, "database unavailable", True, seconds)
-        reason = f"signal {-code}" if code < 0 else f"exit status {code}"
-        return CheckpointOutcome(self._positions, False, f"checkpoint writer failed ({reason})")
+        return _outcome(self._positions, code, self._pause, self._started)
 
 
-def _write_in_child(
-    open_store: Callable[[], AlertStore], snapshot: Callable[[], SavedState]
-) -> int:
+def _outcome(
+    positions: dict[Partition, int], code: int, pause: float, started: float
+) -> CheckpointOutcome:
+    """The outcome of a writer that ended with exit ``code`` (negative: killed by a signal)."""
+    seconds = time.monotonic() - started
+    if code == _WRITTEN:
+        return CheckpointOutcome(positions, True, seconds=seconds, pause_seconds=pause)
+    if code == _DEPENDENCY_DOWN:
+        return CheckpointOutcome(positions, False, "database unavailable", True, seconds)
+    reason = f"signal {-code}" if code < 0 else f"exit status {code}"
+    return CheckpointOutcome(positions, False, f"checkpoint writer failed ({reason})")
+
+
+def _write(open_store: Callable[[], AlertStore], snapshot: Callable[[], SavedState]) -> int:
     """Encode and write the snapshot; an exit code for the parent. Never raises.
 
-    The child runs at a lower CPU priority: on a small machine it competes with
-    the scorer it was forked from, and the scorer's events are the ones waiting.
     The snapshot is encoded before the database transaction begins, so the
     transaction (and, on SQLite, the write lock) lasts only for the write.
     """
     try:
-        os.nice(CHILD_NICENESS)
         saved = snapshot()
         open_store().write([], saved)
     except DependencyDown as err:

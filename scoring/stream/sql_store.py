@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from scoring.db.engine import make_engine, make_sessionmaker
+from scoring.db.engine import in_memory, make_engine, make_sessionmaker
 from scoring.db.repository import NewAlert, insert_alerts, load_checkpoints, save_checkpoint
 from scoring.stream.ports import DependencyDown, SavedState
 
@@ -24,6 +24,12 @@ class SqlAlertStore:
         self._engine = engine
         self._sessions = make_sessionmaker(engine)
         self._group = consumer_group
+
+    @property
+    def reopenable(self) -> bool:
+        """False for in-memory SQLite: a new connection would open another, empty database."""
+        url = self._engine.url
+        return not (url.get_backend_name() == "sqlite" and in_memory(url))
 
     def reopened(self) -> SqlAlertStore:
         """The same store over new connections (for a forked child: never share a pool)."""

@@ -106,3 +106,26 @@ def test_inline_checkpoints_write_at_once_and_report_on_the_next_poll(
     outcome = checkpoints.poll()
     assert outcome is not None and outcome.written
     assert checkpoints.poll() is None
+
+
+def test_only_a_database_other_connections_can_open_is_written_from_a_child(
+    store: SqlAlertStore,
+) -> None:
+    assert store.reopenable
+    assert not SqlAlertStore(make_engine("sqlite://"), "scorer").reopenable
+
+
+def test_when_fork_fails_the_checkpoint_is_written_in_line(
+    store: SqlAlertStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr("scoring.stream.checkpoints.os.fork", no_fork)
+    checkpoints = ForkedCheckpoints(store.reopened)
+
+    assert checkpoints.start(lambda: SavedState(b"here", POSITIONS), POSITIONS)
+    assert not checkpoints.running
+    outcome = checkpoints.poll()
+    assert outcome is not None and outcome.written and outcome.pause_seconds > 0
+    assert store.load() == SavedState(b"here", POSITIONS)
