@@ -26,6 +26,7 @@ replays the rest (alerts are idempotent).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -156,8 +157,7 @@ class ForkedCheckpoints:
                 )
                 return True
             if pid == 0:  # the child: write, then leave without running any cleanup
-                os.nice(CHILD_NICENESS)
-                os._exit(_write(self._open_store, snapshot))
+                _child_main(self._open_store, snapshot)
             self._child = pid
             self._pause = time.monotonic() - self._started
             return True
@@ -183,6 +183,17 @@ class ForkedCheckpoints:
             self._child = None
         code = os.waitstatus_to_exitcode(status)
         return _outcome(self._positions, code, self._pause, self._started)
+
+
+def _child_main(open_store: Callable[[], AlertStore], snapshot: Callable[[], SavedState]) -> None:
+    """The forked writer's whole life: it must never return into the scorer's code."""
+    code = _FAILED
+    try:
+        with contextlib.suppress(OSError):
+            os.nice(CHILD_NICENESS)
+        code = _write(open_store, snapshot)
+    finally:
+        os._exit(code)
 
 
 def _outcome(
