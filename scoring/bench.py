@@ -310,18 +310,7 @@ def _transport_latency(
         source.poll(100, 1)  # join the group before the first event is sent
     latencies: list[float] = []
     producer = subprocess.Popen(
-        [
-            FRAUD,
-            "produce",
-            "--input",
-            str(events),
-            "--bootstrap-servers",
-            settings.bootstrap_servers,
-            "--topic",
-            topic,
-            "--rate",
-            str(plan.latency_rate),
-        ],
+        _paced_produce(settings, topic, events, plan.latency_rate),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
@@ -374,24 +363,29 @@ def _latency_run(
     while not process.scorer.assigned and time.monotonic() < deadline:
         time.sleep(0.2)  # the group join and the warm-up from history
     subprocess.run(
-        [
-            FRAUD,
-            "produce",
-            "--input",
-            str(events),
-            "--bootstrap-servers",
-            settings.bootstrap_servers,
-            "--topic",
-            topic,
-            "--rate",
-            str(plan.latency_rate),
-        ],
+        _paced_produce(settings, topic, events, plan.latency_rate),
         check=True,
         capture_output=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
     runner.join()
     return np.asarray(decisions) * 1000, np.asarray(alerts) * 1000, process.metrics
+
+
+def _paced_produce(settings: KafkaSettings, topic: str, events: Path, rate: int) -> list[str]:
+    """The ``fraud produce`` command that sends ``events`` at ``rate`` events/s, as a bank would."""
+    return [
+        FRAUD,
+        "produce",
+        "--input",
+        str(events),
+        "--bootstrap-servers",
+        settings.bootstrap_servers,
+        "--topic",
+        topic,
+        "--rate",
+        str(rate),
+    ]
 
 
 def _percentile(values_ms: np.ndarray, q: float) -> float | None:
