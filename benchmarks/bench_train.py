@@ -83,6 +83,26 @@ def _week(
     }
 
 
+def _overrides(assignments: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` strings as TrainConfig fields, typed like the field's default."""
+    from training.settings import TrainConfig
+
+    defaults = TrainConfig()
+    out: dict[str, Any] = {}
+    for assignment in assignments:
+        name, _, value = assignment.partition("=")
+        if not hasattr(defaults, name):
+            raise SystemExit(f"--set {assignment}: TrainConfig has no field {name!r}")
+        default = getattr(defaults, name)
+        if isinstance(default, tuple):
+            out[name] = tuple(int(v) for v in value.split(","))
+        elif isinstance(default, bool):
+            out[name] = value.lower() in ("1", "true", "yes")
+        else:
+            out[name] = type(default)(value)
+    return out
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -92,6 +112,9 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=1, help="consecutive test weeks")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--positive-weight", type=float, default=5.0)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="another TrainConfig field, e.g. batch_size=128 or "
+                             "hidden_units=256,128 (repeatable)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
@@ -100,7 +123,8 @@ def main() -> None:
         for k in range(args.weeks):
             start = args.first_train_start + timedelta(days=7 * k)
             print(f"week {k + 1}: training from {start}", file=sys.stderr)
-            train = {"epochs": args.epochs, "positive_weight": args.positive_weight}
+            train = {"epochs": args.epochs, "positive_weight": args.positive_weight,
+                     **_overrides(args.set)}
             week = _week(input_path, start, work, train)
             print(json.dumps(week), flush=True)
             weeks.append(week)
