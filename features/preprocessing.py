@@ -60,7 +60,22 @@ class Flag:
     """A 0/1 indicator passed through as float32."""
 
 
-Transform = Numeric | Categorical | Bucketized | Flag
+@dataclass(frozen=True)
+class AboveGenuineMax:
+    """1.0 when the input is above every value it took on a genuine training transaction.
+
+    A novelty flag whose threshold a TFT analyzer learns from the labelled
+    training split: the label is read there only, and the export holds the
+    threshold as a constant, so serving needs no label. It hands the network
+    the one sharp split a tree finds at once — "larger than any genuine amount
+    seen" — which a network smooths away when few frauds show it (README,
+    "Where the gap is").
+    """
+
+    source: str
+
+
+Transform = Numeric | Categorical | Bucketized | Flag | AboveGenuineMax
 
 #: Raw fields the model deliberately ignores: identifiers (memorising ids does
 #: not generalise to new cards/terminals; their behaviour is in the behavioural
@@ -105,6 +120,7 @@ def _rule_for(name: str) -> Transform:
 #: amount thresholds from few examples.
 _EXTRA_OUTPUTS: dict[str, Transform] = {
     f"{spec.AMOUNT}_linear": Numeric(clip=(0.0, 10_000.0), source=spec.AMOUNT),
+    f"{spec.AMOUNT}_above_genuine_max": AboveGenuineMax(source=spec.AMOUNT),
 }
 
 #: What the model sees, by output name: each used model input under its own
@@ -118,7 +134,8 @@ TRANSFORMS: Mapping[str, Transform] = {
 def source_of(name: str) -> str:
     """The raw input an output is computed from."""
     transform = TRANSFORMS[name]
-    return (transform.source if isinstance(transform, Numeric) else None) or name
+    source = transform.source if isinstance(transform, Numeric | AboveGenuineMax) else None
+    return source or name
 
 
 def vocabulary_name(feature: str) -> str:
@@ -152,7 +169,18 @@ def _numeric(x: tf.Tensor, transform: Numeric) -> tf.Tensor:
     return x
 
 
-def _apply(name: str, x: tf.Tensor, transform: Transform) -> tf.Tensor:
+def _above_genuine_max(x: tf.Tensor, label: tf.Tensor | None) -> tf.Tensor:
+    if label is None:
+        raise ValueError("the genuine maximum is analysed on labelled data: the label is missing")
+    x = tf.cast(x, tf.float32)
+    genuine = tf.equal(tf.cast(label, tf.int64), 0)
+    genuine_max = tft.max(tf.where(genuine, x, tf.fill(tf.shape(x), float("-inf"))))
+    return tf.cast(x > genuine_max, tf.float32)
+
+
+def _apply(name: str, x: tf.Tensor, transform: Transform, label: tf.Tensor | None) -> tf.Tensor:
+    if isinstance(transform, AboveGenuineMax):
+        return _above_genuine_max(x, label)
     if isinstance(transform, Numeric):
         return _numeric(x, transform)
     if isinstance(transform, Categorical):
@@ -169,8 +197,15 @@ def _apply(name: str, x: tf.Tensor, transform: Transform) -> tf.Tensor:
 
 
 def preprocessing_fn(inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Raw model inputs -> model features (TFT); the label, when present, passes through."""
-    outputs = {name: _apply(name, inputs[source_of(name)], t) for name, t in TRANSFORMS.items()}
+    """Raw model inputs -> model features (TFT); the label, when present, passes through.
+
+    Analysis needs the label (:class:`AboveGenuineMax`); the saved transform
+    then serves unlabelled inputs, TFT pruning the label's branch.
+    """
+    label = inputs.get(spec.LABEL_KEY)
+    outputs = {
+        name: _apply(name, inputs[source_of(name)], t, label) for name, t in TRANSFORMS.items()
+    }
     if spec.LABEL_KEY in inputs:
         outputs[spec.LABEL_KEY] = tf.cast(inputs[spec.LABEL_KEY], tf.int64)
     return outputs
@@ -193,4 +228,6 @@ def categorical_sizes(vocabulary_sizes: Mapping[str, int]) -> dict[str, int]:
 
 def dense_features() -> tuple[str, ...]:
     """Names of the real-valued outputs (numeric and flags), in a fixed order."""
-    return tuple(n for n, t in TRANSFORMS.items() if isinstance(t, Numeric | Flag))
+    return tuple(
+        n for n, t in TRANSFORMS.items() if isinstance(t, Numeric | Flag | AboveGenuineMax)
+    )

@@ -19,7 +19,8 @@ from features.preprocessing import TRANSFORMS, Flag, Numeric, raw_feature_spec, 
 tft_beam = pytest.importorskip("tensorflow_transform.beam")
 beam = pytest.importorskip("apache_beam")
 
-AMOUNTS = [10.0, 100.0, 1000.0]
+AMOUNTS = [10.0, 1000.0, 100.0]  # the fraud (label 1) is the largest amount
+SERVED_AMOUNT = 150.0  # above every genuine training amount (100)
 CATEGORIES = ["food", "travel", "food"]
 CHANNELS = ["pos", "pos", "ecom"]
 HOURS = [0.0, 13.0, 23.0]
@@ -65,6 +66,7 @@ def _run(tmp_path, unseen_category: str) -> tuple[dict[str, list], dict[str, lis
     extra[spec.MERCHANT_CATEGORY] = pa.array([unseen_category])
     extra[spec.CHANNEL] = pa.array(["pos"])
     extra[spec.COUNTRY] = pa.array(["BE"])
+    extra[spec.AMOUNT] = pa.array([SERVED_AMOUNT], pa.float32())
     serve = to_record_batches(extra, None, batch_size=10)
     def collect(path):
         # Beam pickles functions: results travel back through a file, not a closure.
@@ -124,6 +126,8 @@ def test_preprocessing_fn_on_three_rows(tmp_path):
     assert train["tx_hour"] == [0, 13, 23]
     assert train["tx_is_night"] == [1.0, 0.0, 0.0]
     assert train[spec.LABEL_KEY] == [0, 1, 0]
+    # Above every genuine amount of the training data (10 and 100): the fraud's 1000.
+    assert train["amount_above_genuine_max"] == [0.0, 1.0, 0.0]
     # Identifiers and the raw timestamp are not model features.
     for unused in (spec.TRANSACTION_ID, spec.CUSTOMER_ID, spec.TERMINAL_ID, spec.TIMESTAMP):
         assert unused not in train
@@ -134,7 +138,10 @@ def test_preprocessing_fn_on_three_rows(tmp_path):
     assert spec.LABEL_KEY not in serve
     mean = np.mean([math.log1p(a) for a in AMOUNTS])
     std = np.std([math.log1p(a) for a in AMOUNTS])
-    assert serve[spec.AMOUNT][0] == pytest.approx((math.log1p(1.0) - mean) / std, rel=1e-5)
+    expected = (math.log1p(SERVED_AMOUNT) - mean) / std
+    assert serve[spec.AMOUNT][0] == pytest.approx(expected, rel=1e-5)
+    # The genuine maximum was analysed with the label; serving needs none.
+    assert serve["amount_above_genuine_max"] == [1.0]
 
 
 def test_every_model_input_is_transformed_or_deliberately_unused():
