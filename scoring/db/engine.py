@@ -48,7 +48,7 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     options: dict[str, Any] = {"json_serializer": partial(json.dumps, default=_json_default)}
     if parsed.get_backend_name() == "sqlite":
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-    else:
+    elif "poolclass" not in kwargs:  # pool sizing only applies to the default queue pool
         options.update(pool_pre_ping=True, pool_recycle=1800, pool_size=5, max_overflow=10)
     options.update(kwargs)
     engine = create_engine(parsed, **options)

@@ -276,3 +276,26 @@ def test_cli_reports_an_unreachable_database_in_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: database postgresql://fraud:***@127.0.0.1:{port}/alerts")
     assert result.stderr.count("\n") == 1 and "secret" not in result.stderr
+
+
+# --- the scorer's forked checkpoint writer ------------------------------------------------------
+
+
+def test_the_forked_checkpoint_writer_reaches_every_backend(alerts_db_url: str) -> None:
+    """The child opens the store on its own connections (no pool): SQLite and PostgreSQL."""
+    from scoring.stream.checkpoints import ForkedCheckpoints
+    from scoring.stream.ports import SavedState
+    from scoring.stream.sql_store import SqlAlertStore
+
+    engine = make_engine(alerts_db_url)
+    upgrade(engine)
+    store = SqlAlertStore(engine, "scorer")
+    saved = SavedState(b"behavioural state", {("transactions", 0): 41}, 2)
+    checkpoints = ForkedCheckpoints(store.reopened)
+
+    assert checkpoints.start(lambda: saved, dict(saved.positions))
+    outcome = checkpoints.wait()
+
+    assert outcome is not None and outcome.written, outcome and outcome.error
+    assert store.load() == saved
+    engine.dispose()
