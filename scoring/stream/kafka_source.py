@@ -141,6 +141,11 @@ class KafkaSource:
                 total += max(0, high - self._consumer.position(tp))
         return total
 
+    def partition_count(self, topic: str) -> int | None:
+        """Partitions of ``topic`` in the cluster metadata (None if not known yet)."""
+        partitions = self._consumer.partitions_for_topic(topic)
+        return len(partitions) if partitions else None
+
     def close(self) -> None:
         """Leave the group (without an automatic commit)."""
         self._consumer.close(autocommit=False)

@@ -22,18 +22,21 @@ class Health:
     model_ok: bool = True
     database_ok: bool = True
     broker_ok: bool = True
+    #: False while only some of the topic's partitions are assigned (the scorer holds).
+    partitions_ok: bool = True
     last_error: str = ""
     last_batch_at: float = field(default_factory=time.time)
     lag: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON body of /healthz."""
-        ok = self.model_ok and self.database_ok and self.broker_ok
+        ok = self.model_ok and self.database_ok and self.broker_ok and self.partitions_ok
         return {
             "status": "ok" if ok else "degraded",
             "model": "ok" if self.model_ok else "unavailable",
             "database": "ok" if self.database_ok else "unavailable",
             "broker": "ok" if self.broker_ok else "unavailable",
+            "partitions": "all assigned" if self.partitions_ok else "holding: some assigned",
             "lag": self.lag,
             "seconds_since_last_batch": round(time.time() - self.last_batch_at, 3),
             "last_error": self.last_error,

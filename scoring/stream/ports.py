@@ -71,6 +71,10 @@ class MessageSource(Protocol):
         """Messages behind the end of the assigned partitions (best effort)."""
         ...
 
+    def partition_count(self, topic: str) -> int | None:
+        """How many partitions ``topic`` has, or None while unknown."""
+        ...
+
     def close(self) -> None:
         """Leave the group and close connections."""
         ...

@@ -139,6 +139,8 @@ class Scorer:
         self._checkpoint_positions: dict[Partition, int] | None = None
         self._model_version: int | None = None
         self._idle_since: float | None = None
+        #: Only some of the transactions topic's partitions are assigned: do not score.
+        self._partial = False
         self._first_batch_at: float | None = None
         #: When set, every alert's event-to-alert latency (s) is appended (benchmarks).
         self.latency_sink: list[float] | None = None
@@ -166,7 +168,11 @@ class Scorer:
         self.source.on_assignment(self._on_assigned, self._on_revoked)
         try:
             while not self._stop.is_set():
+                if self._partial:
+                    self._wait_for_every_partition()
                 messages = self.source.poll(self.settings.max_wait_ms, self.settings.max_batch)
+                if self._partial:
+                    continue  # not scored: re-read from the checkpoint once all are ours
                 if messages:
                     self._idle_since = time.monotonic()
                     self._process(messages)
@@ -233,7 +239,35 @@ class Scorer:
         }
         self._rebalanced = True
         self._idle_since = time.monotonic()
+        self._partial = self._missing_partitions(partitions)
         return {p: o for p, o in self._positions.items() if p in set(partitions)}
+
+    def _missing_partitions(self, partitions: list[Partition]) -> bool:
+        """True when the transactions topic has partitions assigned to another member.
+
+        Terminal risk needs every partition's events in time order (one scorer
+        per group): scoring a subset would give other scores than the batch
+        path. A subset is what a scorer gets right after a ``kill -9`` while the
+        dead member's session has not expired yet; it then waits for the
+        group to hand it the rest.
+        """
+        total = self.source.partition_count(self.settings.topic)
+        owned = {p for t, p in partitions if t == self.settings.topic}
+        self.metrics.health.partitions_ok = total is None or len(owned) >= total
+        if self.metrics.health.partitions_ok:
+            return False
+        message = (
+            f"holding: {len(owned)} of {total} partitions of {self.settings.topic!r} assigned; "
+            "terminal risk needs all of them (one scorer per consumer group), waiting for "
+            "the group to hand over the rest (e.g. a killed member's session to expire)"
+        )
+        log.warning(message)
+        self.metrics.health.last_error = message
+        return True
+
+    def _wait_for_every_partition(self) -> None:
+        """Stay in the group without taking records until a rebalance assigns every partition."""
+        self.source.keep_alive(0.5)
 
     def _on_revoked(self, partitions: list[Partition]) -> None:
         """Best-effort checkpoint before losing partitions (one attempt, no Kafka calls).

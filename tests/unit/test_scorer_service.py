@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,6 +62,9 @@ class FakeSource:
 
     def lag(self) -> int:
         return len(self.messages) - self.position
+
+    def partition_count(self, topic: str) -> int:
+        return 1
 
     def close(self) -> None:
         self.closed = True
@@ -290,3 +294,58 @@ def test_labels_are_applied_to_terminal_state():
     assert summary.labels == 1
     assert model.seen[-1]["terminal_nb_tx_1d"][-1] == 1.0
     assert model.seen[-1]["terminal_risk_1d"][-1] == 1.0
+
+
+class SplitGroupSource(FakeSource):
+    """Two partitions; first only partition 0 is ours (a dead member still holds 1), then both."""
+
+    def __init__(self, messages: list[Message], waits_before_handover: int) -> None:
+        super().__init__(messages)
+        self.waits_before_handover = waits_before_handover
+        self.waits = 0
+        self.assignments = [[("transactions", 0)], [("transactions", 0), ("transactions", 1)]]
+        self.health: Any = None
+        self.health_while_holding: dict[str, Any] | None = None
+
+    def partition_count(self, topic: str) -> int:
+        return 2
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Message]:
+        if self.assigned is not None and self.assignments:
+            if len(self.assignments) == 2:
+                self.assigned(self.assignments.pop(0))
+                return []
+            if self.waits >= self.waits_before_handover:
+                seek = self.assigned(self.assignments.pop(0))
+                self.assigned = None
+                self.position = seek.get(("transactions", 0), 0)
+        batch = self.messages[self.position : self.position + max_records]
+        self.position += len(batch)
+        return batch
+
+    def on_assignment(self, assigned, revoked) -> None:
+        self.assigned = assigned
+
+    def keep_alive(self, seconds: float) -> None:
+        self.waits += 1
+        self.health_while_holding = self.health.as_dict() if self.health else None
+
+
+def test_a_scorer_given_only_some_partitions_scores_nothing_until_it_owns_them_all():
+    """After a kill -9 the dead member keeps its partitions until its session expires."""
+    messages = [tx_message(i, amount) for i, amount in enumerate([10, 70, 40, 95])]
+    scorer, _, _, store, _ = make_scorer(messages)
+    source = SplitGroupSource(messages, waits_before_handover=3)
+    scorer.source = source
+    source.health = scorer.metrics.health
+
+    summary = scorer.run()
+
+    assert source.waits == 3  # it held, staying in the group, until the handover
+    assert source.health_while_holding is not None
+    assert source.health_while_holding["status"] == "degraded"
+    assert source.health_while_holding["last_error"].startswith("holding: 1 of 2 partitions")
+    assert scorer.metrics.health.as_dict()["status"] == "ok"
+    assert sorted(store.alerts) == ["t1", "t3"]  # then scored every event once, from the start
+    assert store.alerts["t3"].features["customer_nb_tx_1d"] == 4.0
+    assert summary.events == 4
