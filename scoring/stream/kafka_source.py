@@ -93,6 +93,7 @@ class KafkaSource:
     def _reposition(self, positions: dict[Partition, int], dropped: dict[Any, list[Any]]) -> None:
         from kafka import TopicPartition
 
+        self._resume_all()  # a partition kept across the rebalance keeps a pause from before
         first_dropped = {(tp.topic, tp.partition): recs[0].offset for tp, recs in dropped.items()}
         for tp in self._consumer.assignment():
             key = (tp.topic, tp.partition)
@@ -120,17 +121,26 @@ class KafkaSource:
         )
 
     def keep_alive(self, seconds: float) -> None:
-        """Pause the partitions and poll (no records) so the group keeps us."""
+        """Pause the partitions and poll (no records) so the group keeps us.
+
+        Every paused partition is resumed afterwards, whatever the assignment
+        became meanwhile: kafka-python keeps a partition's paused flag across a
+        rebalance that leaves it assigned, so a partition paused here and
+        reassigned during the poll would otherwise never be read again.
+        """
         if not self._subscribed:  # not in a group yet: nothing to keep alive
             time.sleep(seconds)
             return
-        already = set(self._consumer.paused())
-        newly = [tp for tp in self._consumer.assignment() if tp not in already]
-        self._consumer.pause(*newly)
+        self._consumer.pause(*self._consumer.assignment())
         try:
             self._consumer.poll(timeout_ms=int(seconds * 1000))
         finally:
-            self._consumer.resume(*[tp for tp in newly if tp in self._consumer.assignment()])
+            self._resume_all()
+
+    def _resume_all(self) -> None:
+        paused = self._consumer.paused()
+        if paused:
+            self._consumer.resume(*paused)
 
     def lag(self) -> int:
         """Sum over assigned partitions of high watermark minus position."""

@@ -434,3 +434,26 @@ class _TcpProxy:
         self._closed = True
         self.cut()
         self._listener.close()
+
+
+def test_keep_alive_leaves_no_partition_paused(kafka_broker, topics, bank):
+    """A pause left from before (kafka-python keeps it across a rebalance that keeps the
+    partition) must not survive a keep-alive: the partition would never be read again."""
+    from scoring.stream.kafka_source import KafkaSource
+
+    produce(kafka_broker.bootstrap, topics.transactions, bank.slice(0, 50))
+    source = KafkaSource(KafkaSettings(kafka_broker.bootstrap), topics.group, [topics.transactions])
+    assigned: list[list[tuple[str, int]]] = []
+    source.on_assignment(lambda parts: assigned.append(parts) or {}, lambda parts: None)
+    read: list[object] = []
+    try:
+        wait_for(lambda: read.extend(source.poll(100, 1)) or bool(assigned), 60, "an assignment")
+        consumer = source._consumer
+        consumer.pause(*consumer.assignment())  # paused before a rebalance, never resumed
+
+        source.keep_alive(0.2)
+
+        assert consumer.paused() == set()
+        wait_for(lambda: read.extend(source.poll(200, 100)) or len(read) >= 50, 60, "all events")
+    finally:
+        source.close()
