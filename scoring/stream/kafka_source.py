@@ -80,15 +80,21 @@ class KafkaSource:
             self._consumer.subscribe(self._topics)
             self._subscribed = True
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
-        if self._new_assignment is not None and self._assigned_cb is not None:
-            partitions, self._new_assignment = self._new_assignment, None
-            self._reposition(self._assigned_cb(partitions), batches)
+        if self._take_new_assignment(batches):
             return []
         return [
             Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
             for records in batches.values()
             for r in records
         ]
+
+    def _take_new_assignment(self, dropped: dict[Any, list[Any]]) -> bool:
+        """Run the ``assigned`` callback after a rebalance and seek; True if there was one."""
+        if self._new_assignment is None or self._assigned_cb is None:
+            return False
+        partitions, self._new_assignment = self._new_assignment, None
+        self._reposition(self._assigned_cb(partitions), dropped)
+        return True
 
     def _reposition(self, positions: dict[Partition, int], dropped: dict[Any, list[Any]]) -> None:
         from kafka import TopicPartition
@@ -121,7 +127,7 @@ class KafkaSource:
         )
 
     def keep_alive(self, seconds: float) -> None:
-        """Pause the partitions and poll (no records) so the group keeps us.
+        """Pause the partitions and poll so the group keeps us, consuming nothing.
 
         Every paused partition is resumed afterwards, whatever the assignment
         became meanwhile: kafka-python keeps a partition's paused flag across a
@@ -132,10 +138,24 @@ class KafkaSource:
             time.sleep(seconds)
             return
         self._consumer.pause(*self._consumer.assignment())
+        returned: dict[Any, list[Any]] = {}
         try:
-            self._consumer.poll(timeout_ms=int(seconds * 1000))
+            returned = self._consumer.poll(timeout_ms=int(seconds * 1000))
         finally:
             self._resume_all()
+        # Partitions assigned during the poll were not paused: nothing read here is
+        # consumed, and a new assignment is taken (callback, seek) right away.
+        if not self._take_new_assignment(returned):
+            self._rewind(returned)
+
+    def _rewind(self, returned: dict[Any, list[Any]]) -> None:
+        """Seek each partition back to the first record of ``returned`` (not consumed)."""
+        from kafka import TopicPartition
+
+        assigned = self._consumer.assignment()
+        for tp, records in returned.items():
+            if records and tp in assigned:
+                self._consumer.seek(TopicPartition(tp.topic, tp.partition), records[0].offset)
 
     def _resume_all(self) -> None:
         paused = self._consumer.paused()

@@ -56,7 +56,10 @@ class MessageSource(Protocol):
         ...
 
     def keep_alive(self, seconds: float) -> None:
-        """Wait ``seconds`` without taking new messages while staying in the group."""
+        """Wait ``seconds`` without taking new messages while staying in the group.
+
+        A rebalance during the wait runs the ``assigned`` callback (and seeks) here.
+        """
         ...
 
     def on_assignment(

@@ -170,9 +170,10 @@ class Scorer:
             while not self._stop.is_set():
                 if self._partial:
                     self._wait_for_every_partition()
+                    continue
                 messages = self.source.poll(self.settings.max_wait_ms, self.settings.max_batch)
                 if self._partial:
-                    continue  # not scored: re-read from the checkpoint once all are ours
+                    continue  # this poll brought a partial assignment (and no records)
                 if messages:
                     self._idle_since = time.monotonic()
                     self._process(messages)
@@ -266,7 +267,11 @@ class Scorer:
         return True
 
     def _wait_for_every_partition(self) -> None:
-        """Stay in the group without taking records until a rebalance assigns every partition."""
+        """Stay in the group, consuming nothing, until a rebalance assigns every partition.
+
+        The source's keep-alive runs the ``assigned`` callback when the group
+        rebalances, which clears the hold once every partition is ours.
+        """
         self.source.keep_alive(0.5)
 
     def _on_revoked(self, partitions: list[Partition]) -> None:

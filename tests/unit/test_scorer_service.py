@@ -311,14 +311,9 @@ class SplitGroupSource(FakeSource):
         return 2
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Message]:
-        if self.assigned is not None and self.assignments:
-            if len(self.assignments) == 2:
-                self.assigned(self.assignments.pop(0))
-                return []
-            if self.waits >= self.waits_before_handover:
-                seek = self.assigned(self.assignments.pop(0))
-                self.assigned = None
-                self.position = seek.get(("transactions", 0), 0)
+        if self.assigned is not None and len(self.assignments) == 2:
+            self.assigned(self.assignments.pop(0))  # only partition 0 at first
+            return []
         batch = self.messages[self.position : self.position + max_records]
         self.position += len(batch)
         return batch
@@ -327,8 +322,13 @@ class SplitGroupSource(FakeSource):
         self.assigned = assigned
 
     def keep_alive(self, seconds: float) -> None:
+        """Like Kafka's: a rebalance during the wait runs the callback here."""
         self.waits += 1
         self.health_while_holding = self.health.as_dict() if self.health else None
+        if self.waits >= self.waits_before_handover and self.assigned is not None:
+            seek = self.assigned(self.assignments.pop(0))
+            self.assigned = None
+            self.position = seek.get(("transactions", 0), 0)
 
 
 def test_a_scorer_given_only_some_partitions_scores_nothing_until_it_owns_them_all():
