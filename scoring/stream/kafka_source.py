@@ -66,7 +66,8 @@ class KafkaSource:
                 source._new_assignment = [(tp.topic, tp.partition) for tp in assigned_tps]
 
         self._assigned_cb = assigned
-        self._consumer.subscribe(self._topics, listener=Listener())
+        self._listener: Any = Listener()
+        self._consumer.subscribe(self._topics, listener=self._listener)
         self._subscribed = True
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Message]:
@@ -170,6 +171,22 @@ class KafkaSource:
             if high is not None:
                 total += max(0, high - self._consumer.position(tp))
         return total
+
+    def rejoin(self) -> None:
+        """Leave the group and subscribe again: the next poll joins as a new member.
+
+        After a partial assignment this makes the later, complete one start
+        from fresh partition states: kafka-python carries a partition's fetch
+        state across a rebalance that keeps it, and a partition kept from a
+        partial assignment was seen never to be fetched again.
+        """
+        self._consumer.unsubscribe()
+        self._new_assignment = None
+        listener = getattr(self, "_listener", None)
+        if listener is not None:
+            self._consumer.subscribe(self._topics, listener=listener)
+        else:
+            self._consumer.subscribe(self._topics)
 
     def partition_count(self, topic: str) -> int | None:
         """Partitions of ``topic`` in the cluster metadata (None if not known yet)."""

@@ -78,6 +78,10 @@ class MessageSource(Protocol):
         """How many partitions ``topic`` has, or None while unknown."""
         ...
 
+    def rejoin(self) -> None:
+        """Leave the group and join again as a new member (at the next poll)."""
+        ...
+
     def close(self) -> None:
         """Leave the group and close connections."""
         ...

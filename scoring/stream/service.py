@@ -170,7 +170,6 @@ class Scorer:
             while not self._stop.is_set():
                 if self._partial:
                     self._wait_for_every_partition()
-                    continue
                 messages = self.source.poll(self.settings.max_wait_ms, self.settings.max_batch)
                 if self._partial:
                     continue  # this poll brought a partial assignment (and no records)
@@ -267,12 +266,15 @@ class Scorer:
         return True
 
     def _wait_for_every_partition(self) -> None:
-        """Stay in the group, consuming nothing, until a rebalance assigns every partition.
+        """Consume nothing; leave and rejoin the group until a join assigns every partition.
 
-        The source's keep-alive runs the ``assigned`` callback when the group
-        rebalances, which clears the hold once every partition is ours.
+        Rejoining as a new member (rather than waiting for a rebalance that
+        keeps some partitions) gives the complete assignment fresh partition
+        states; see :meth:`MessageSource.rejoin`.
         """
-        self.source.keep_alive(0.5)
+        self.source.rejoin()
+        self._partial = False
+        self._idle_since = None  # not assigned until the next join
 
     def _on_revoked(self, partitions: list[Partition]) -> None:
         """Best-effort checkpoint before losing partitions (one attempt, no Kafka calls).

@@ -66,6 +66,9 @@ class FakeSource:
     def partition_count(self, topic: str) -> int:
         return 1
 
+    def rejoin(self) -> None:
+        raise AssertionError("a single-partition source is always complete")
+
     def close(self) -> None:
         self.closed = True
 
@@ -297,13 +300,12 @@ def test_labels_are_applied_to_terminal_state():
 
 
 class SplitGroupSource(FakeSource):
-    """Two partitions; first only partition 0 is ours (a dead member still holds 1), then both."""
+    """Two partitions; a dead member holds partition 1 for the first joins, then it is ours."""
 
-    def __init__(self, messages: list[Message], waits_before_handover: int) -> None:
+    def __init__(self, messages: list[Message], joins_before_handover: int) -> None:
         super().__init__(messages)
-        self.waits_before_handover = waits_before_handover
-        self.waits = 0
-        self.assignments = [[("transactions", 0)], [("transactions", 0), ("transactions", 1)]]
+        self.joins_before_handover = joins_before_handover
+        self.rejoins = 0
         self.health: Any = None
         self.health_while_holding: dict[str, Any] | None = None
 
@@ -311,37 +313,39 @@ class SplitGroupSource(FakeSource):
         return 2
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Message]:
-        if self.assigned is not None and len(self.assignments) == 2:
-            self.assigned(self.assignments.pop(0))  # only partition 0 at first
-            return []
+        if self.assigned is not None:
+            complete = self.rejoins >= self.joins_before_handover
+            partitions = [("transactions", 0)] + ([("transactions", 1)] if complete else [])
+            seek = self.assigned(partitions)
+            self.assigned = None
+            self.position = seek.get(("transactions", 0), 0)
+            if not complete:
+                return []
         batch = self.messages[self.position : self.position + max_records]
         self.position += len(batch)
         return batch
 
     def on_assignment(self, assigned, revoked) -> None:
         self.assigned = assigned
+        self.callback = assigned
 
-    def keep_alive(self, seconds: float) -> None:
-        """Like Kafka's: a rebalance during the wait runs the callback here."""
-        self.waits += 1
+    def rejoin(self) -> None:
+        self.rejoins += 1
         self.health_while_holding = self.health.as_dict() if self.health else None
-        if self.waits >= self.waits_before_handover and self.assigned is not None:
-            seek = self.assigned(self.assignments.pop(0))
-            self.assigned = None
-            self.position = seek.get(("transactions", 0), 0)
+        self.assigned = self.callback  # the next poll joins again
 
 
 def test_a_scorer_given_only_some_partitions_scores_nothing_until_it_owns_them_all():
     """After a kill -9 the dead member keeps its partitions until its session expires."""
     messages = [tx_message(i, amount) for i, amount in enumerate([10, 70, 40, 95])]
     scorer, _, _, store, _ = make_scorer(messages)
-    source = SplitGroupSource(messages, waits_before_handover=3)
+    source = SplitGroupSource(messages, joins_before_handover=3)
     scorer.source = source
     source.health = scorer.metrics.health
 
     summary = scorer.run()
 
-    assert source.waits == 3  # it held, staying in the group, until the handover
+    assert source.rejoins == 3  # it rejoined, scoring nothing, until a join gave it both
     assert source.health_while_holding is not None
     assert source.health_while_holding["status"] == "degraded"
     assert source.health_while_holding["last_error"].startswith("holding: 1 of 2 partitions")
