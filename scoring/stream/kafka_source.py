@@ -41,6 +41,7 @@ class KafkaSource:
         self._subscribed = False
         self._assigned_cb: Callable[[list[Partition]], dict[Partition, int]] | None = None
         self._new_assignment: list[Partition] | None = None
+        self._listener: Any = None  # set by on_assignment
 
     def on_assignment(
         self,
@@ -66,7 +67,7 @@ class KafkaSource:
                 source._new_assignment = [(tp.topic, tp.partition) for tp in assigned_tps]
 
         self._assigned_cb = assigned
-        self._listener: Any = Listener()
+        self._listener = Listener()
         self._consumer.subscribe(self._topics, listener=self._listener)
         self._subscribed = True
 
@@ -144,19 +145,9 @@ class KafkaSource:
             returned = self._consumer.poll(timeout_ms=int(seconds * 1000))
         finally:
             self._resume_all()
-        # Partitions assigned during the poll were not paused: nothing read here is
-        # consumed, and a new assignment is taken (callback, seek) right away.
-        if not self._take_new_assignment(returned):
-            self._rewind(returned)
-
-    def _rewind(self, returned: dict[Any, list[Any]]) -> None:
-        """Seek each partition back to the first record of ``returned`` (not consumed)."""
-        from kafka import TopicPartition
-
-        assigned = self._consumer.assignment()
-        for tp, records in returned.items():
-            if records and tp in assigned:
-                self._consumer.seek(TopicPartition(tp.topic, tp.partition), records[0].offset)
+        # Only partitions assigned during the poll (not paused) can have returned
+        # records: the new assignment is taken here, and its seek undoes the read.
+        self._take_new_assignment(returned)
 
     def _resume_all(self) -> None:
         paused = self._consumer.paused()
@@ -182,11 +173,7 @@ class KafkaSource:
         """
         self._consumer.unsubscribe()
         self._new_assignment = None
-        listener = getattr(self, "_listener", None)
-        if listener is not None:
-            self._consumer.subscribe(self._topics, listener=listener)
-        else:
-            self._consumer.subscribe(self._topics)
+        self._consumer.subscribe(self._topics, listener=self._listener)
 
     def partition_count(self, topic: str) -> int | None:
         """Partitions of ``topic`` in the cluster metadata (None if not known yet)."""

@@ -248,8 +248,8 @@ class Scorer:
         Terminal risk needs every partition's events in time order (one scorer
         per group): scoring a subset would give other scores than the batch
         path. A subset is what a scorer gets right after a ``kill -9`` while the
-        dead member's session has not expired yet; it then waits for the
-        group to hand it the rest.
+        dead member's session has not expired yet; it then rejoins until a join
+        hands it the rest (:meth:`_wait_for_every_partition`).
         """
         total = self.source.partition_count(self.settings.topic)
         owned = {p for t, p in partitions if t == self.settings.topic}
@@ -258,8 +258,8 @@ class Scorer:
             return False
         message = (
             f"holding: {len(owned)} of {total} partitions of {self.settings.topic!r} assigned; "
-            "terminal risk needs all of them (one scorer per consumer group), waiting for "
-            "the group to hand over the rest (e.g. a killed member's session to expire)"
+            "terminal risk needs all of them (one scorer per consumer group); rejoining "
+            "until the group hands over the rest (e.g. a killed member's session expires)"
         )
         log.warning(message)
         self.metrics.health.last_error = message
