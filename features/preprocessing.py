@@ -99,6 +99,7 @@ _RULES: tuple[tuple[str, Transform], ...] = (
     ("customer_terminal_seen_", Flag()),
     ("customer_merchant_category_seen_", Flag()),
     ("terminal_nb_tx_", _LOG_Z),
+    ("terminal_fraud_streak", _LOG_Z),
     # Shares of known frauds are already in [0, 1] and mostly 0: a z-score would
     # only blow up the rare positive values.
     ("terminal_risk_", Numeric(clip=(0.0, 1.0), zscore=False)),

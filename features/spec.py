@@ -92,6 +92,7 @@ def _behavioural_feature_names(windows: tuple[int, ...]) -> tuple[str, ...]:
     ]
     for w in windows:
         names += [f"terminal_nb_tx_{w}d", f"terminal_risk_{w}d"]
+    names += ["terminal_fraud_streak"]
     names += ["tx_hour", "tx_is_weekend", "tx_is_night"]
     return tuple(names)
 

@@ -2,9 +2,15 @@
 
 For a transaction at time ``t``, the terminal's window of ``w`` days is
 ``(t - delay - w, t - delay]``: its transaction count and the share of those
-known to be fraud. Labels are stored with the terminal's transactions when
-they arrive (with the transaction in a labelled history, or later from the
-labels topic); the delay keeps the features to what a bank would know.
+known to be fraud. ``terminal_fraud_streak`` is how many of the terminal's
+latest known transactions (those of the longest window) were all fraud: a
+compromise still running shows every recent transaction as fraud, one that was
+fixed ends its known history with genuine ones, while the windowed shares
+cannot tell the two apart for as long as the old frauds stay in the windows.
+
+Labels are stored with the terminal's transactions when they arrive (with the
+transaction in a labelled history, or later from the labels topic); the delay
+keeps the features to what a bank would know.
 """
 
 from __future__ import annotations
@@ -55,6 +61,18 @@ class TerminalHistory:
             del self.times[:k], self.transaction_ids[:k], self.frauds[:k]
 
 
+def _fraud_streak(flags: list[int], lo: int, hi: int) -> int:
+    """How many of ``flags[lo:hi]``, counted back from the last, are frauds in a row.
+
+    Bounded by the window (``lo``), not by what happens to be stored, so the
+    value does not depend on when old history was expired.
+    """
+    k = hi
+    while k > lo and flags[k - 1]:
+        k -= 1
+    return hi - k
+
+
 class TerminalStore:
     """Terminal histories by terminal id, with delayed risk windows per event."""
 
@@ -76,7 +94,7 @@ class TerminalStore:
         for w in self.windows_us:
             d = w // DAY_US
             names += [f"terminal_nb_tx_{d}d", f"terminal_risk_{d}d"]
-        return names
+        return [*names, "terminal_fraud_streak"]
 
     def update_and_read(
         self,
@@ -89,11 +107,12 @@ class TerminalStore:
 
         ``frauds`` are labels known with the transactions (a labelled history);
         ``None`` on the live stream, where labels arrive via :meth:`apply_labels`.
-        Returns float64 of shape ``(n, 2 * len(windows))``.
+        Returns float64 of shape ``(n, 2 * len(windows) + 1)``.
         """
         histories = self.histories
         pending = self.pending_labels
         delay, windows, tolerance = self.delay_us, self.windows_us, self.late_tolerance_us
+        longest = max(windows)
         labels = frauds if frauds is not None else [None] * len(terminals)
         values: list[float] = []
         emit = values.extend
@@ -110,6 +129,7 @@ class TerminalStore:
                 lo = bisect_right(times, end - w, 0, hi)
                 count = hi - lo
                 emit((count, sum(flags[lo:hi]) / count if count else 0.0))
+            values.append(_fraud_streak(flags, bisect_right(times, end - longest, 0, hi), hi))
             if label is not None:
                 fraud = int(label)
             elif pending and txid in pending:
@@ -122,7 +142,7 @@ class TerminalStore:
                 flags.append(fraud)
             else:
                 hist.insert(t, txid, fraud)
-        width = 2 * len(windows)
+        width = 2 * len(windows) + 1
         return np.array(values, dtype=np.float64).reshape(len(values) // width, width)
 
     def apply_labels(

@@ -87,6 +87,33 @@ def test_terminal_risk_uses_only_transactions_older_than_the_delay():
     assert f["f"]["terminal_nb_tx_7d"] == 2 and f["f"]["terminal_risk_7d"] == 0.5
 
 
+def test_terminal_fraud_streak_counts_the_latest_known_frauds_in_a_row():
+    rows = [
+        tx("g1", d(0), customer="C1", fraud=0),
+        tx("f1", d(1), customer="C2", fraud=1),
+        tx("f2", d(2), customer="C3", fraud=1),
+        tx("x", d(9, 1), customer="C4"),  # knows up to day 2, 01:00: two frauds last
+        tx("y", d(8, 12), customer="C5"),  # knows up to day 1, 12:00: one fraud last
+        tx("g2", d(3), customer="C6", fraud=0),
+        tx("z", d(10, 1), customer="C7"),  # knows "g2": the compromise looks over
+    ]
+    f = features_by_id(rows, compute_features(table(rows), BehaviourConfig(delay_days=7)))
+    assert f["x"]["terminal_fraud_streak"] == 2
+    assert f["y"]["terminal_fraud_streak"] == 1
+    assert f["z"]["terminal_fraud_streak"] == 0
+    assert f["g1"]["terminal_fraud_streak"] == 0  # nothing known yet
+
+
+def test_terminal_fraud_streak_stops_at_the_longest_window():
+    rows = [tx(str(k), d(k), customer=f"C{k}", fraud=1) for k in range(5)]
+    rows.append(tx("mid", d(37, 1), customer="C8"))  # 30-day window (day 0 01:00, day 30 01:00]
+    rows.append(tx("late", d(40, 1), customer="C9"))  # (day 3 01:00, day 33 01:00]: day 4 only
+    f = features_by_id(rows, compute_features(table(rows), BehaviourConfig(delay_days=7)))
+    assert f["mid"]["terminal_fraud_streak"] == 4  # day 0 is outside the window
+    assert f["mid"]["terminal_nb_tx_30d"] == 4
+    assert f["late"]["terminal_fraud_streak"] == 1
+
+
 def test_calendar_flags():
     rows = [tx("1", d(5, 3)), tx("2", d(2, 7))]  # Saturday 03:00, Wednesday 07:00
     f = features_by_id(rows, compute_features(table(rows)))
@@ -133,6 +160,7 @@ def test_labels_arriving_separately_feed_terminal_risk_once_the_delay_passed():
     out = state.update_and_read(table([tx("q", d(8, 1), customer="C3")]))
     assert out.column("terminal_nb_tx_7d")[0].as_py() == 2
     assert out.column("terminal_risk_7d")[0].as_py() == 1.0
+    assert out.column("terminal_fraud_streak")[0].as_py() == 2
 
 
 def test_state_round_trips_and_continues_identically():
