@@ -69,7 +69,7 @@ class AboveGenuineMax:
     threshold as a constant, so serving needs no label. It hands the network
     the one sharp split a tree finds at once — "larger than any genuine amount
     seen" — which a network smooths away when few frauds show it (README,
-    "Where the gap was").
+    "How the model got there").
     """
 
     source: str
