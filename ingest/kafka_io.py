@@ -364,6 +364,11 @@ def decode_label(message_value: bytes | None, where: str) -> dict[str, Any]:
         raise ValidationError(where, None, f"invalid label message: {err}") from None
     if not isinstance(obj, dict):
         raise ValidationError(where, None, "expected a JSON object")
+    return label_record(obj, where)
+
+
+def label_record(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Validate one label in the ``fraud-labels`` format (a message or a file's row)."""
     return {
         TRANSACTION_ID: parse_string(obj.get(TRANSACTION_ID), where, TRANSACTION_ID, True),
         LABEL_KEY: parse_label(obj.get(LABEL_KEY), where),

@@ -2,7 +2,8 @@
 
 1. check the request and the data (every input error before any work);
 2. read labelled transactions of the history and the window, nothing after
-   ``train_end`` (those labels would not be known yet in a bank);
+   ``train_end`` (those labels would not be known yet in a bank), and apply
+   the analysts' decisions from label files (:mod:`ingest.label_files`);
 3. the Beam pipeline (:mod:`training.pipeline`): behavioural features, TFT;
 4. training under ``MirroredStrategy`` (:mod:`training.trainer`);
 5. the export (:mod:`training.export`) with its metadata: the alert threshold
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 from features import spec
 from features.behaviour import lookback_days
 from fraud.errors import InputError
+from ingest.label_files import LabelsApplied, apply_label_files, check_label_files, read_label_files
 from training.pipeline import TRAIN, VALIDATION, PipelineConfig, window_rows
 from training.settings import TrainConfig
 
@@ -54,6 +56,8 @@ class TrainJobConfig:
     validation_fraction: float = 0.2
     #: Days of history replayed before the window; default: all the features can use.
     history_days: int | None = None
+    #: ``fraud-labels`` files (``fraud labels export``) whose decisions override the input's.
+    label_files: tuple[Path, ...] = ()
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
@@ -112,6 +116,7 @@ def check_request(config: TrainJobConfig) -> None:
         raise InputError(f"--alerts-per-day must be >= 1, got {config.alerts_per_day}")
     if config.history_days is not None and config.history_days < 0:
         raise InputError(f"--history-days must be >= 0, got {config.history_days}")
+    check_label_files(config.label_files)
     check_runner(config.runner)
     for option in config.beam_options:
         if "=" not in option or option.startswith("="):
@@ -245,6 +250,16 @@ def run(config: TrainJobConfig, progress: Progress | None = None) -> TrainJobRes
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
+def _apply_decisions(table: pa.Table, paths: tuple[Path, ...],
+                     say: Progress) -> tuple[pa.Table, LabelsApplied]:
+    files = read_label_files(paths)
+    table, applied = apply_label_files(table, files)
+    say(f"label files: {files.records} decisions on {applied.labelled} transactions, "
+        f"{applied.matched} of them in the rows read; {applied.to_fraud} became fraud, "
+        f"{applied.to_genuine} genuine")
+    return table, applied
+
+
 def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
          say: Progress) -> TrainJobResult:
     from ingest.readers import read_transactions
@@ -261,6 +276,9 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
         table = read_transactions(
             config.input_path, labelled=True, start=config.read_from, end=config.train_end
         ).table
+        applied = None
+        if config.label_files:
+            table, applied = _apply_decisions(table, config.label_files, say)
         counts = _split_counts(table, pipeline_config)
         check_data(counts, config, pipeline_config)
         data_fingerprint = fingerprint(table)
@@ -319,6 +337,8 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
                 "class_imbalance": f"frauds weighted {config.train.positive_weight}x in the "
                                    "loss; scores corrected back to probabilities",
             },
+            "label_files": None if applied is None else {
+                "files": [str(p) for p in config.label_files], **applied.as_dict()},
             "runner": config.runner,
             "versions": _library_versions(),
         }

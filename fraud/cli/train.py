@@ -41,6 +41,12 @@ def train(
         int, typer.Option(envvar="FRAUD_BATCH_SIZE", min=1,
                           help="Batch size per replica (global = this x replicas).")
     ] = 512,
+    labels: Annotated[
+        list[Path] | None, typer.Option("--labels", metavar="FILE",
+                                        help="Analysts' decisions (fraud labels export, .jsonl "
+                                             "or .csv) that override the input's labels; "
+                                             "repeatable, the latest decision wins.")
+    ] = None,
     runner: Annotated[
         str, typer.Option(envvar="FRAUD_RUNNER",
                           help="Beam runner, e.g. DirectRunner, FlinkRunner, SparkRunner, "
@@ -93,6 +99,7 @@ def train(
         work_dir=work_dir,
         logs_dir=logs_dir,
         alerts_per_day=alerts_per_day,
+        label_files=tuple(labels or ()),
         train=TrainConfig(epochs=epochs, batch_size=batch_size,
                           mixed_precision=mixed_precision, seed=seed),
     )

@@ -234,14 +234,37 @@ def test_two_replicas_share_the_training_work(trained, tmp_path):
     assert min(per_replica) > 0
 
 
-def test_cli_trains_the_next_version(trained, bank):
-    config, _ = trained
-    lake, _ = bank
+def _analyst_labels(table: pa.Table, path: Path) -> tuple[int, int]:
+    """Write decisions flipping 3 frauds and 5 genuine rows of the train split, as
+    ``fraud labels export`` would; return the train split's new fraud count change."""
+    from datetime import UTC, datetime
+
+    from scoring.db.export import write_labels
+    from scoring.db.repository import ReviewedLabel
+
+    train = _rows_between(table, TRAIN_START, date(2018, 5, 6)).to_pylist()
+    frauds = [r for r in train if r[spec.LABEL_KEY] == 1][:3]
+    genuine = [r for r in train if r[spec.LABEL_KEY] == 0][:5]
+    reviewed = datetime(2018, 5, 9, tzinfo=UTC)
+    decisions = [
+        ReviewedLabel(r[spec.TRANSACTION_ID], r[spec.CUSTOMER_ID], r[spec.TERMINAL_ID],
+                      r[spec.TIMESTAMP], 1 - r[spec.LABEL_KEY], reviewed)
+        for r in frauds + genuine
+    ]
+    write_labels(decisions, path)
+    return len(genuine) - len(frauds), len(decisions)
+
+
+def test_cli_trains_the_next_version_with_analyst_labels(trained, bank, tmp_path):
+    config, first = trained
+    lake, table = bank
+    labels = tmp_path / "analyst-labels.jsonl"
+    fraud_change, decided = _analyst_labels(table, labels)
     done = subprocess.run(
         [FRAUD, "train", "--input", str(lake), "--train-start", "2018-05-01",
          "--train-end", "2018-05-08", "--model-dir", str(config.model_dir), "--epochs", "1",
          "--alerts-per-day", "20", "--runner", "DirectRunner",
-         "--beam-option", "direct_running_mode=in_memory"],
+         "--beam-option", "direct_running_mode=in_memory", "--labels", str(labels)],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
@@ -252,6 +275,13 @@ def test_cli_trains_the_next_version(trained, bank):
     assert meta["alerts_per_day_budget"] == 20
     for stage in ("read", "features + TFT", "training", "export"):
         assert stage in done.stderr
+    # The analysts' decisions replaced the input's labels before anything was learnt.
+    assert meta["label_files"] == {"files": [str(labels)], "labelled": decided,
+                                   "matched": decided, "to_fraud": 5, "to_genuine": 3}
+    before = first.metadata["rows"]["train"]["frauds"]
+    assert meta["rows"]["train"]["frauds"] == before + fraud_change
+    assert meta["data_fingerprint"] != first.metadata["data_fingerprint"]
+    assert first.metadata["label_files"] is None
 
 
 def _cli_error(*args: str) -> str:
@@ -269,6 +299,9 @@ def test_cli_rejects_unknown_runner_and_reversed_dates(bank, tmp_path):
     assert line.startswith("error: unknown Beam runner 'NoSuchRunner'")
     line = _cli_error(*common, "--train-start", "2018-05-08", "--train-end", "2018-05-01")
     assert line == "error: --train-start 2018-05-08 is after --train-end 2018-05-01"
+    line = _cli_error(*common, "--train-start", "2018-05-01", "--train-end", "2018-05-08",
+                      "--labels", str(tmp_path / "missing.jsonl"))
+    assert line == f"error: labels file not found: {tmp_path / 'missing.jsonl'}"
     assert not (tmp_path / "models").exists()
 
 
