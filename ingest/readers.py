@@ -33,6 +33,7 @@ from features.spec import (
     arrow_schema,
 )
 from fraud.errors import InputError
+from ingest import lake
 from ingest.records import records_to_table
 from ingest.table_validation import TableCheck, validate_table
 from ingest.validation import ValidationError, decode_json_record
@@ -67,6 +68,9 @@ def read_transactions(
     rows raise :class:`~ingest.validation.ValidationError`, or with
     ``skip_invalid`` are dropped and counted.
     """
+    if lake.is_lake(path):
+        return _read_lake(Path(path), labelled=labelled, skip_invalid=skip_invalid,
+                          start=start, end=end)
     tables: list[pa.Table] = []
     skipped = 0
     errors: list[ValidationError] = []
@@ -79,6 +83,31 @@ def read_transactions(
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     table = _sort_by_time(_between(table, start, end))
     return ReadResult(table, skipped, tuple(errors))
+
+
+def _read_lake(
+    root: Path, *, labelled: bool, skip_invalid: bool, start: date | None, end: date | None
+) -> ReadResult:
+    """A lake's transactions in ``[start, end]``, each once (:mod:`ingest.lake`).
+
+    With ``labelled``, each gets its latest label (genuine when it has none).
+    """
+    tables: list[pa.Table] = []
+    skipped = 0
+    errors: list[ValidationError] = []
+    for file in lake.data_files(root, lake.TRANSACTIONS, start, end):
+        check = read_file(file, labelled=False, skip_invalid=skip_invalid)
+        tables.append(check.table)
+        skipped += check.skipped
+        errors.extend(check.errors[: MAX_ERRORS - len(errors)])
+    schema = arrow_schema(labelled=False)
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    table = lake.drop_repeated_ids(_between(table, start, end))
+    if labelled:
+        table = lake.join_labels(table, lake.latest_labels(lake.read_labels(root, start, end)))
+        schema = arrow_schema(labelled=True)
+        table = table.select(schema.names).cast(schema)
+    return ReadResult(_sort_by_time(table), skipped, tuple(errors))
 
 
 def list_files(

@@ -27,6 +27,9 @@ def _register() -> None:
 
     app.command("simulate")(simulate.simulate)
     app.command("produce")(produce.produce)
+    from fraud.cli import archive
+
+    app.command("archive")(archive.archive)
     app.command("evaluate")(evaluate.evaluate)
     from fraud.cli import alerts, db, labels
 

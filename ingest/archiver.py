@@ -1,0 +1,249 @@
+"""``fraud archive``: the transactions and labels topics into the Parquet lake, exactly once.
+
+The archiver reads every partition of both topics itself (no consumer group:
+the lake, not the broker, remembers what was archived, see :mod:`ingest.lake`).
+It gathers messages per partition and writes a batch when a partition has
+``batch_records`` waiting or the oldest waiting message is ``batch_seconds``
+old, and on stop. A lock file keeps a second archiver off the same lake.
+
+Transactions and labels are validated as the scorer validates them; a record
+that fails is written to the lake's ``_rejected/`` with the reason, the field
+and its raw value, so nothing is lost and nothing invalid reaches training.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from fraud.errors import InputError
+from ingest import lake
+from ingest.kafka_io import (
+    KafkaSettings,
+    decode_label,
+    decode_transaction,
+    decode_transactions,
+    make_consumer,
+    message_where,
+)
+from ingest.records import records_to_table
+from ingest.validation import ValidationError
+
+Progress = Callable[[str], None]
+LOCK_FILE = "_archiver.lock"
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    """What to archive, where, and how often to write."""
+
+    out: Path
+    topic: str = "transactions"
+    labels_topic: str | None = "fraud-labels"
+    batch_records: int = 100_000
+    batch_seconds: float = 30.0
+    #: Stop after this many seconds without a message (None: run until stopped).
+    exit_when_idle: float | None = None
+    #: How long to wait for the topics to exist at start.
+    topic_wait_seconds: float = 30.0
+
+
+@dataclass
+class ArchiveStats:
+    """What a run archived."""
+
+    transactions: int = 0
+    labels: int = 0
+    rejected: int = 0
+    batches: int = 0
+    files: int = 0
+    resumed_from: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain figures for the command's last line."""
+        return {"transactions": self.transactions, "labels": self.labels,
+                "rejected": self.rejected, "batches": self.batches, "files": self.files,
+                "resumed_from": self.resumed_from}
+
+
+@dataclass
+class _Pending:
+    messages: list[Any] = field(default_factory=list)
+    since: float = 0.0
+
+
+class Archiver:
+    """Consumes both topics into the lake; :meth:`run` until idle or stopped."""
+
+    def __init__(self, settings: KafkaSettings, config: ArchiveConfig,
+                 progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.config = config
+        self.say = progress or (lambda _: None)
+        self.stats = ArchiveStats()
+        self.stop = threading.Event()
+        self._lock_fd: int | None = None
+        self._consumer: Any = None
+        self._pending: dict[Any, _Pending] = {}
+
+    # --- start and stop -----------------------------------------------------
+
+    def open(self) -> None:
+        """Lock and prepare the lake, assign every partition, resume after the lake's last."""
+        lake.create(self.config.out)
+        self._lock()
+        from kafka import TopicPartition
+
+        self._consumer = make_consumer(self.settings, None, max_poll_records=5_000)
+        partitions = []
+        for topic in self._topics():
+            for p in sorted(self._wait_for_partitions(topic)):
+                partitions.append(TopicPartition(topic, p))
+        self._consumer.assign(partitions)
+        for tp in partitions:
+            last = lake.recover(self.config.out, tp.topic, tp.partition)
+            if last is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, last + 1)
+                self.stats.resumed_from[f"{tp.topic}-{tp.partition}"] = last + 1
+
+    def close(self) -> None:
+        """Close the consumer and release the lock."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Archiver:
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _lock(self) -> None:
+        fd = os.open(self.config.out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(
+                f"{self.config.out}: another fraud archive is writing this lake") from None
+        self._lock_fd = fd
+
+    def _topics(self) -> list[str]:
+        topics = [self.config.topic]
+        if self.config.labels_topic:
+            topics.append(self.config.labels_topic)
+        return topics
+
+    def _wait_for_partitions(self, topic: str) -> set[int]:
+        deadline = time.monotonic() + self.config.topic_wait_seconds
+        while True:
+            self._consumer.topics()  # refreshes the metadata
+            partitions = self._consumer.partitions_for_topic(topic)
+            if partitions:
+                return set(partitions)
+            if time.monotonic() >= deadline:
+                raise InputError(f"topic {topic!r} does not exist on "
+                                 f"{self.settings.bootstrap_servers}")
+            time.sleep(0.5)
+
+    # --- the loop -----------------------------------------------------------
+
+    def run(self) -> ArchiveStats:
+        """Archive until :attr:`stop` is set or the topics stay idle long enough."""
+        idle_since = time.monotonic()
+        while not self.stop.is_set():
+            polled = self._consumer.poll(timeout_ms=500)
+            now = time.monotonic()
+            for tp, messages in polled.items():
+                pending = self._pending.setdefault(tp, _Pending())
+                if not pending.messages:
+                    pending.since = now
+                pending.messages.extend(messages)
+            if polled:
+                idle_since = now
+            self._flush(full_only=True, now=now)
+            idle = self.config.exit_when_idle
+            if idle is not None and now - idle_since >= idle:
+                break
+        self._flush(full_only=False, now=time.monotonic())
+        return self.stats
+
+    def _flush(self, *, full_only: bool, now: float) -> None:
+        for tp, pending in self._pending.items():
+            if not pending.messages:
+                continue
+            due = (len(pending.messages) >= self.config.batch_records
+                   or now - pending.since >= self.config.batch_seconds)
+            if full_only and not due:
+                continue
+            self._write(tp.topic, tp.partition, pending.messages)
+            pending.messages = []
+
+    def _write(self, topic: str, partition: int, messages: list[Any]) -> None:
+        batch = lake.Batch(topic, partition, messages[0].offset, messages[-1].offset)
+        rejected: list[dict[str, Any]] = []
+        transactions = labels = None
+        if topic == self.config.topic:
+            transactions = self._transactions(messages, rejected)
+        else:
+            labels = self._labels(messages, rejected)
+        files = lake.write_batch(self.config.out, batch, transactions, labels, rejected)
+        self.stats.batches += 1
+        self.stats.files += len(files)
+        self.stats.rejected += len(rejected)
+        self.stats.transactions += 0 if transactions is None else transactions.num_rows
+        self.stats.labels += 0 if labels is None else labels.num_rows
+        self.say(f"{batch.name}: {len(messages)} records, {len(rejected)} rejected, "
+                 f"{len(files)} files")
+
+    @staticmethod
+    def _transactions(messages: list[Any], rejected: list[dict[str, Any]]) -> pa.Table:
+        table = decode_transactions([m.value for m in messages])
+        if table is not None:
+            return table
+        records = []
+        for m in messages:
+            try:
+                records.append(decode_transaction(m.value, message_where(m.topic, m.partition,
+                                                                         m.offset)))
+            except ValidationError as err:
+                rejected.append(_rejection(m, err))
+        return records_to_table(records, labelled=False)
+
+    @staticmethod
+    def _labels(messages: list[Any], rejected: list[dict[str, Any]]) -> pa.Table:
+        records = []
+        for m in messages:
+            try:
+                records.append(decode_label(m.value, message_where(m.topic, m.partition,
+                                                                   m.offset)))
+            except ValidationError as err:
+                rejected.append(_rejection(m, err))
+        return lake.labels_table(records)
+
+
+def _rejection(message: Any, error: ValidationError) -> dict[str, Any]:
+    value = message.value
+    return {
+        "topic": message.topic, "partition": message.partition, "offset": message.offset,
+        "reason": error.reason, "field": error.field, "message": str(error),
+        "value": None if value is None else value.decode("utf-8", errors="replace"),
+    }
