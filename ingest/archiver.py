@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +69,7 @@ class ArchiveStats:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain figures for the command's last line."""
-        return {"transactions": self.transactions, "labels": self.labels,
-                "rejected": self.rejected, "batches": self.batches, "files": self.files,
-                "resumed_from": self.resumed_from}
+        return asdict(self)
 
 
 @dataclass
@@ -219,25 +217,27 @@ class Archiver:
         table = decode_transactions([m.value for m in messages])
         if table is not None:
             return table
-        records = []
-        for m in messages:
-            try:
-                records.append(decode_transaction(m.value, message_where(m.topic, m.partition,
-                                                                         m.offset)))
-            except ValidationError as err:
-                rejected.append(_rejection(m, err))
-        return records_to_table(records, labelled=False)
+        return records_to_table(_decode_each(messages, decode_transaction, rejected),
+                                labelled=False)
 
     @staticmethod
     def _labels(messages: list[Any], rejected: list[dict[str, Any]]) -> pa.Table:
-        records = []
-        for m in messages:
-            try:
-                records.append(decode_label(m.value, message_where(m.topic, m.partition,
-                                                                   m.offset)))
-            except ValidationError as err:
-                rejected.append(_rejection(m, err))
-        return lake.labels_table(records)
+        return lake.labels_table(_decode_each(messages, decode_label, rejected))
+
+
+def _decode_each(
+    messages: list[Any],
+    decode: Callable[[bytes | None, str], dict[str, Any]],
+    rejected: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Decode message by message; the ones that fail go to ``rejected`` with the reason."""
+    records = []
+    for m in messages:
+        try:
+            records.append(decode(m.value, message_where(m.topic, m.partition, m.offset)))
+        except ValidationError as err:
+            rejected.append(_rejection(m, err))
+    return records
 
 
 def _rejection(message: Any, error: ValidationError) -> dict[str, Any]:

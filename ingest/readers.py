@@ -71,17 +71,22 @@ def read_transactions(
     if lake.is_lake(path):
         return _read_lake(Path(path), labelled=labelled, skip_invalid=skip_invalid,
                           start=start, end=end)
+    read = _read_files(list_files(path, start=start, end=end), labelled, skip_invalid)
+    return ReadResult(_sort_by_time(_between(read.table, start, end)), read.skipped, read.errors)
+
+
+def _read_files(files: list[Path], labelled: bool, skip_invalid: bool) -> ReadResult:
+    """The files' rows, validated, concatenated in file order (not sorted)."""
     tables: list[pa.Table] = []
     skipped = 0
     errors: list[ValidationError] = []
-    for file in list_files(path, start=start, end=end):
+    for file in files:
         check = read_file(file, labelled=labelled, skip_invalid=skip_invalid)
         tables.append(check.table)
         skipped += check.skipped
         errors.extend(check.errors[: MAX_ERRORS - len(errors)])
     schema = arrow_schema(labelled=labelled)
     table = pa.concat_tables(tables) if tables else schema.empty_table()
-    table = _sort_by_time(_between(table, start, end))
     return ReadResult(table, skipped, tuple(errors))
 
 
@@ -92,22 +97,14 @@ def _read_lake(
 
     With ``labelled``, each gets its latest label (genuine when it has none).
     """
-    tables: list[pa.Table] = []
-    skipped = 0
-    errors: list[ValidationError] = []
-    for file in lake.data_files(root, lake.TRANSACTIONS, start, end):
-        check = read_file(file, labelled=False, skip_invalid=skip_invalid)
-        tables.append(check.table)
-        skipped += check.skipped
-        errors.extend(check.errors[: MAX_ERRORS - len(errors)])
-    schema = arrow_schema(labelled=False)
-    table = pa.concat_tables(tables) if tables else schema.empty_table()
-    table = lake.drop_repeated_ids(_between(table, start, end))
+    files = lake.data_files(root, lake.TRANSACTIONS, start, end)
+    read = _read_files(files, labelled=False, skip_invalid=skip_invalid)
+    table = lake.drop_repeated_ids(_between(read.table, start, end))
     if labelled:
         table = lake.join_labels(table, lake.latest_labels(lake.read_labels(root, start, end)))
         schema = arrow_schema(labelled=True)
         table = table.select(schema.names).cast(schema)
-    return ReadResult(_sort_by_time(table), skipped, tuple(errors))
+    return ReadResult(_sort_by_time(table), read.skipped, read.errors)
 
 
 def list_files(
