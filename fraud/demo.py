@@ -211,8 +211,21 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict[str, Any]:
             raise RuntimeError(f"the scorer failed ({scorer.returncode}); see {demo.logs}")
         scored = json.loads(out.decode().strip().splitlines()[-1])
         console.print(f"[green]✓[/] Scored {scored['events']:,} events")
+        archived = demo.step(
+            "Archiving the live topics into the Parquet lake",
+            "archive",
+            "--out",
+            str(w / "lake"),
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--exit-when-idle",
+            "2",
+        )
 
     summary = _summary(plan, db, live, w, sim, produced, scored, batch, model_path)
+    summary["archived_transactions"] = archived["transactions"]
+    summary["archived_labels"] = archived["labels"]
+    summary["lake"] = str(w / "lake")
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
 
