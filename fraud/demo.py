@@ -215,7 +215,7 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict[str, Any]:
             "Archiving the live topics into the Parquet lake",
             "archive",
             "--out",
-            str(w / "lake"),
+            str(w / "archive"),
             "--bootstrap-servers",
             broker.bootstrap,
             "--exit-when-idle",
@@ -225,7 +225,7 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict[str, Any]:
     summary = _summary(plan, db, live, w, sim, produced, scored, batch, model_path)
     summary["archived_transactions"] = archived["transactions"]
     summary["archived_labels"] = archived["labels"]
-    summary["lake"] = str(w / "lake")
+    summary["archive"] = str(w / "archive")
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
 
