@@ -91,6 +91,8 @@ class Archiver:
         self._lock_fd: int | None = None
         self._consumer: Any = None
         self._pending: dict[Any, _Pending] = {}
+        #: Partitions resumed from the lake, until their first message: the offset expected.
+        self._resumed: dict[Any, int] = {}
 
     # --- start and stop -----------------------------------------------------
 
@@ -112,6 +114,7 @@ class Archiver:
                 self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, last + 1)
+                self._resumed[tp] = last + 1
                 self.stats.resumed_from[f"{tp.topic}-{tp.partition}"] = last + 1
 
     def close(self) -> None:
@@ -171,6 +174,7 @@ class Archiver:
             polled = self._consumer.poll(timeout_ms=500)
             now = time.monotonic()
             for tp, messages in polled.items():
+                self._check_resumed(tp, messages[0].offset)
                 pending = self._pending.setdefault(tp, _Pending())
                 if not pending.messages:
                     pending.since = now
@@ -183,6 +187,21 @@ class Archiver:
                 break
         self._flush(full_only=False, now=time.monotonic())
         return self.stats
+
+    def _check_resumed(self, tp: Any, offset: int) -> None:
+        """A resumed partition must continue at or after the lake's next offset.
+
+        A seek past a partition's end (the topic was deleted and recreated, its
+        offsets restarted) makes the consumer start again from the earliest
+        offset; archiving from there would skip everything up to the lake's
+        offset in the new topic, so the archiver stops instead.
+        """
+        expected = self._resumed.pop(tp, None)
+        if expected is not None and offset < expected:
+            raise InputError(
+                f"{self.config.out}: archived {tp.topic}[{tp.partition}] up to offset "
+                f"{expected - 1}, but the partition now starts again at offset {offset}: "
+                "was the topic recreated? Archive it into a new lake")
 
     def _flush(self, *, full_only: bool, now: float) -> None:
         for tp, pending in self._pending.items():

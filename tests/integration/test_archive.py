@@ -115,3 +115,4 @@ def test_a_missing_topic_is_a_clear_error(kafka_broker, unique_topic, tmp_path):
                   "--exit-when-idle", "1", "--topic-wait", "1", check=False)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "does not exist" in done.stderr.strip().splitlines()[-1]
+

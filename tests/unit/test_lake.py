@@ -95,3 +95,22 @@ def test_a_directory_with_other_files_is_not_made_a_lake(tmp_path: Path) -> None
     lake.create(tmp_path / "new")  # idempotent
     assert lake.is_lake(tmp_path / "new")
     assert pa.types.is_int8(lake.LABELS_SCHEMA.field(spec.LABEL_KEY).type)
+
+
+def test_a_resumed_partition_that_restarts_below_the_lake_stops_the_archiver(root: Path) -> None:
+    """A recreated topic restarts its offsets; the seek past its end falls back to the
+    earliest offset, and archiving from there would skip records."""
+    from kafka import TopicPartition
+
+    from ingest.archiver import ArchiveConfig, Archiver
+    from ingest.kafka_io import KafkaSettings
+
+    archiver = Archiver(KafkaSettings("127.0.0.1:1"), ArchiveConfig(out=root))
+    tp = TopicPartition("transactions", 2)
+    archiver._resumed[tp] = 500
+    archiver._check_resumed(tp, 500)  # continues where the lake stopped: fine
+    archiver._resumed[tp] = 500
+    with pytest.raises(InputError, match=r"archived transactions\[2\] up to offset 499, but the "
+                                         r"partition now starts again at offset 0"):
+        archiver._check_resumed(tp, 0)
+    archiver._check_resumed(tp, 0)  # checked once, on the first message after resuming
