@@ -127,9 +127,11 @@ class TerminalStore:
             hi = bisect_right(times, end)
             for w in windows:
                 lo = bisect_right(times, end - w, 0, hi)
+                if w == longest:
+                    longest_lo = lo
                 count = hi - lo
                 emit((count, sum(flags[lo:hi]) / count if count else 0.0))
-            values.append(_fraud_streak(flags, bisect_right(times, end - longest, 0, hi), hi))
+            values.append(_fraud_streak(flags, longest_lo, hi))
             if label is not None:
                 fraud = int(label)
             elif pending and txid in pending:

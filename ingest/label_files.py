@@ -26,6 +26,7 @@ import pyarrow as pa
 from features.spec import LABEL_KEY, TRANSACTION_ID
 from fraud.errors import InputError
 from ingest.kafka_io import label_record
+from ingest.lake import labels_of
 from ingest.validation import ValidationError
 
 SUFFIXES = (".jsonl", ".csv")
@@ -114,12 +115,11 @@ def _json_object(line: str, where: str) -> dict[str, object]:
 
 def apply_label_files(table: pa.Table, files: LabelFiles) -> tuple[pa.Table, LabelsApplied]:
     """``table`` with its ``is_fraud`` replaced by the files' decision wherever there is one."""
-    ids = table.column(TRANSACTION_ID).to_pylist()
     old = np.asarray(table.column(LABEL_KEY).to_numpy(zero_copy_only=False), dtype=np.int64)
-    new = np.fromiter((files.labels.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+    new = labels_of(table, files.labels, missing=-1)
     decided = new >= 0
     updated = np.where(decided, new, old)
-    matched = len({i for i, hit in zip(ids, decided, strict=True) if hit})
+    matched = len(set(table.column(TRANSACTION_ID).filter(pa.array(decided)).to_pylist()))
     changed = decided & (updated != old)
     applied = LabelsApplied(
         labelled=len(files.labels),

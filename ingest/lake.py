@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from features import spec
 from fraud.errors import InputError
+from ingest.writers import partition_bounds
 
 MARKER = "_lake.json"
 TRANSACTIONS = "transactions"
@@ -49,7 +50,6 @@ LABELS = "labels"
 REJECTED = "_rejected"
 COMMITS = "_commits"
 LAYOUT_VERSION = 1
-_MICROS_PER_DAY = 86_400_000_000
 _BATCH_NAME = re.compile(r"^(?P<source>.+)-(?P<first>\d+)-(?P<last>\d+)$")
 
 LABELS_SCHEMA = pa.schema([
@@ -76,7 +76,7 @@ def create(root: Path) -> None:
         raise InputError(f"{root}: not empty and not a lake written by fraud archive")
     root.mkdir(parents=True, exist_ok=True)
     if not is_lake(root):
-        _write_atomically(root / MARKER, json.dumps({"layout": LAYOUT_VERSION}).encode())
+        _write_bytes(root / MARKER, json.dumps({"layout": LAYOUT_VERSION}).encode())
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def write_batch(
     if rejected:
         path = root / REJECTED / f"{batch.name}.jsonl"
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected)
-        _write_atomically(path, lines.encode("utf-8"))
+        _write_bytes(path, lines.encode("utf-8"))
         files.append(path)
     marker = {
         "topic": batch.topic, "partition": batch.partition,
@@ -132,7 +132,7 @@ def write_batch(
         "rejected": len(rejected),
         "files": [str(p.relative_to(root)) for p in files],
     }
-    _write_atomically(commit_marker(root, batch), json.dumps(marker, indent=1).encode())
+    _write_bytes(commit_marker(root, batch), json.dumps(marker, indent=1).encode())
     return files
 
 
@@ -181,10 +181,15 @@ def latest_labels(table: pa.Table) -> dict[str, int]:
     return dict(zip(ids, values, strict=True))
 
 
+def labels_of(transactions: pa.Table, labels: dict[str, int], missing: int) -> np.ndarray:
+    """Each row's label from ``labels`` (transaction id -> label), ``missing`` when absent."""
+    ids = transactions.column(spec.TRANSACTION_ID).to_pylist()
+    return np.fromiter((labels.get(i, missing) for i in ids), dtype=np.int64, count=len(ids))
+
+
 def join_labels(transactions: pa.Table, labels: dict[str, int]) -> pa.Table:
     """Append ``is_fraud``: each transaction's latest label, 0 when it has none."""
-    ids = transactions.column(spec.TRANSACTION_ID).to_pylist()
-    values = np.fromiter((labels.get(i, 0) for i in ids), dtype=np.int8, count=len(ids))
+    values = labels_of(transactions, labels, missing=0).astype(np.int8)
     return transactions.append_column(spec.LABEL_KEY, pa.array(values, pa.int8()))
 
 
@@ -219,25 +224,26 @@ def read_labels(root: Path, start: date | None, end: date | None) -> pa.Table:
 
 
 def _by_day(table: pa.Table) -> Iterable[tuple[date, pa.Table]]:
-    micros = pc.cast(table.column(spec.TIMESTAMP), pa.int64()).to_numpy()
-    days = np.floor_divide(micros, _MICROS_PER_DAY)
-    for day in np.unique(days):
-        rows = np.flatnonzero(days == day)
-        yield np.datetime64(int(day), "D").astype(date), table.take(pa.array(rows))
+    table, days, bounds = partition_bounds(table)
+    for i, day in enumerate(days):
+        part = table.slice(bounds[i], bounds[i + 1] - bounds[i])
+        yield np.datetime64(int(day), "D").astype(date), part
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, temporary, compression="snappy")
-    _fsync(temporary)
-    os.replace(temporary, path)
+    _write_atomically(path, lambda temporary: pq.write_table(table, temporary,
+                                                            compression="snappy"))
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_bytes(path: Path, data: bytes) -> None:
+    _write_atomically(path, lambda temporary: temporary.write_bytes(data))
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a hidden temporary file beside ``path``, fsync it, move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
+    write(temporary)
     _fsync(temporary)
     os.replace(temporary, path)
 

@@ -173,7 +173,7 @@ def _write_file(table: pa.Table, path: Path, fmt: Format) -> list[Path]:
     return [path]
 
 
-def _partition_bounds(table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+def partition_bounds(table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     """Sort the table by UTC day (stably); return it, its days and the row bounds of each."""
     micros = pc.cast(table.column(spec.TIMESTAMP), pa.int64()).to_numpy()
     day = np.floor_divide(micros, _MICROS_PER_DAY)
@@ -189,7 +189,7 @@ def _write_partitions(table: pa.Table, directory: Path) -> list[Path]:
 
     The partitions are written beside ``directory`` first, then moved in.
     """
-    table, days, bounds = _partition_bounds(table)
+    table, days, bounds = partition_bounds(table)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     written = []
