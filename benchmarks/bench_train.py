@@ -57,7 +57,7 @@ def _week(
     result = run(config, progress=lambda m: print(f"  {m}", file=sys.stderr))
     wall = time.perf_counter() - started
     timings = result.timings
-    meta = result.metadata
+    meta = result.metadata.details
     window_rows = meta["rows"]["train"]["rows"] + meta["rows"]["validation"]["rows"]
     pipeline_s = next(v for k, v in timings.items() if k.startswith("features + TFT"))
     features_s = timings.get("behavioural_features (in the pipeline)", 0.0)

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features import spec
-from fraud.errors import InputError
+from features.errors import InputError
 from ingest.writers import write_transactions
 
 HANDBOOK_COLUMNS = (

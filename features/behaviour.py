@@ -112,6 +112,7 @@ class BehaviourState:
             table.column(spec.AMOUNT).to_pylist(),
             table.column(spec.TERMINAL_ID).to_pylist(),
             table.column(spec.MERCHANT_CATEGORY).to_pylist(),
+            table.column(spec.TRANSACTION_ID).to_pylist(),
         )
         frauds = table.column(spec.LABEL_KEY).to_pylist() if with_labels else None
         terminal = self.terminals.update_and_read(
@@ -128,6 +129,17 @@ class BehaviourState:
             self.terminals.feature_names(),
             terminal,
             times,
+        )
+
+    def repeats(self, transactions: pa.Table) -> np.ndarray:
+        """Mask of the rows repeating a transaction in state or earlier in ``transactions``.
+
+        The live scorer drops them before :meth:`update_and_read`, as the file
+        readers drop a repeated id: a producer's retry is one transaction.
+        """
+        return self.customers.repeats(
+            transactions.column(spec.CUSTOMER_ID).to_pylist(),
+            transactions.column(spec.TRANSACTION_ID).to_pylist(),
         )
 
     def apply_labels(self, labels: pa.Table) -> int:

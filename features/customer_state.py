@@ -24,14 +24,21 @@ NOVELTY_DAYS = 30
 
 @dataclass(slots=True)
 class CustomerHistory:
-    """One customer's recent transactions, parallel lists sorted by event time (µs)."""
+    """One customer's recent transactions, parallel lists sorted by event time (µs).
+
+    ``transaction_ids`` are kept so that a repeated transaction (a producer's
+    retry) is recognised for as long as the original is in the history.
+    """
 
     times: list[int] = field(default_factory=list)
     amounts: list[float] = field(default_factory=list)
     terminals: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
+    transaction_ids: list[str] = field(default_factory=list)
 
-    def insert(self, time_us: int, amount: float, terminal: str, category: str) -> int:
+    def insert(
+        self, time_us: int, amount: float, terminal: str, category: str, transaction_id: str
+    ) -> int:
         """Insert one transaction in event-time order; return its index.
 
         Ties keep arrival order (the new event goes after equal times), which is
@@ -43,12 +50,14 @@ class CustomerHistory:
             self.amounts.append(amount)
             self.terminals.append(terminal)
             self.categories.append(category)
+            self.transaction_ids.append(transaction_id)
             return len(times) - 1
         pos = bisect_right(times, time_us)
         times.insert(pos, time_us)
         self.amounts.insert(pos, amount)
         self.terminals.insert(pos, terminal)
         self.categories.insert(pos, category)
+        self.transaction_ids.insert(pos, transaction_id)
         return pos
 
     def expire_before(self, cutoff_us: int) -> None:
@@ -56,6 +65,7 @@ class CustomerHistory:
         k = bisect_left(self.times, cutoff_us)
         if k:
             del self.times[:k], self.amounts[:k], self.terminals[:k], self.categories[:k]
+            del self.transaction_ids[:k]
 
 
 class CustomerStore:
@@ -86,6 +96,24 @@ class CustomerStore:
             f"customer_merchant_category_seen_{NOVELTY_DAYS}d",
         ]
 
+    def repeats(self, customers: Sequence[str], transaction_ids: Sequence[str]) -> np.ndarray:
+        """Which events repeat a transaction already in state or earlier in the same batch.
+
+        A repeat is the same ``transaction_id`` for the same customer (a
+        producer's retry carries the same key, so it reaches the same
+        partition and the same history). Returns a boolean mask.
+        """
+        histories = self.histories
+        seen: set[tuple[str, str]] = set()
+        out = np.zeros(len(transaction_ids), dtype=bool)
+        for i, (cid, txid) in enumerate(zip(customers, transaction_ids, strict=True)):
+            hist = histories.get(cid)
+            if (cid, txid) in seen or (hist is not None and txid in hist.transaction_ids):
+                out[i] = True
+            else:
+                seen.add((cid, txid))
+        return out
+
     def update_and_read(
         self,
         customers: Sequence[str],
@@ -93,6 +121,7 @@ class CustomerStore:
         amounts: Sequence[float],
         terminals: Sequence[str],
         categories: Sequence[str],
+        transaction_ids: Sequence[str],
     ) -> np.ndarray:
         """Add each event to its customer's history (in order) and return its features.
 
@@ -106,8 +135,8 @@ class CustomerStore:
         horizon_us = self.horizon_us
         values: list[float] = []
         emit = values.extend
-        for cid, t, amount, terminal, category in zip(
-            customers, times_us, amounts, terminals, categories, strict=True
+        for cid, t, amount, terminal, category, txid in zip(
+            customers, times_us, amounts, terminals, categories, transaction_ids, strict=True
         ):
             hist = histories.get(cid)
             if hist is None:
@@ -122,9 +151,10 @@ class CustomerStore:
                 amts.append(amount)
                 hist.terminals.append(terminal)
                 hist.categories.append(category)
+                hist.transaction_ids.append(txid)
                 pos = len(times) - 1
             else:
-                pos = hist.insert(t, amount, terminal, category)
+                pos = hist.insert(t, amount, terminal, category, txid)
             hi = pos + 1  # the event goes after every equal time
             lo_novel = bisect_right(times, t - novelty_us, 0, pos)
             for w in windows:  # every window is within the novelty look-back

@@ -36,6 +36,7 @@ def _customer_shard(config: BehaviourConfig, table: pa.Table, times: np.ndarray)
         table.column(spec.AMOUNT).to_pylist(),
         table.column(spec.TERMINAL_ID).to_pylist(),
         table.column(spec.MERCHANT_CATEGORY).to_pylist(),
+        table.column(spec.TRANSACTION_ID).to_pylist(),
     )
 
 
@@ -57,7 +58,13 @@ def sharded_replay(
     """Replay a time-sorted labelled table over key shards in ``workers`` processes."""
     from features.behaviour import assemble_features
 
-    customer_cols = [spec.CUSTOMER_ID, spec.AMOUNT, spec.TERMINAL_ID, spec.MERCHANT_CATEGORY]
+    customer_cols = [
+        spec.CUSTOMER_ID,
+        spec.AMOUNT,
+        spec.TERMINAL_ID,
+        spec.MERCHANT_CATEGORY,
+        spec.TRANSACTION_ID,
+    ]
     terminal_cols = [spec.TERMINAL_ID, spec.TRANSACTION_ID, spec.LABEL_KEY]
     # Customers cost ~3x terminals per event: give them more shards.
     plans = [

@@ -22,7 +22,9 @@ from features.terminal_state import TerminalHistory
 if TYPE_CHECKING:
     from features.behaviour import BehaviourState
 
-FORMAT_VERSION = 1
+#: Layout version written; 1 (no customer transaction ids) is still read.
+FORMAT_VERSION = 2
+_READABLE = (1, 2)
 STR = pa.string()
 _PARTS = ("customers", "terminals", "pending_labels")
 
@@ -41,6 +43,9 @@ def encode_state(state: BehaviourState) -> bytes:
                 "amount": pa.array(flat(h.amounts for h in customers.values()), pa.float64()),
                 "terminal": pa.array(flat(h.terminals for h in customers.values()), pa.string()),
                 "category": pa.array(flat(h.categories for h in customers.values()), pa.string()),
+                "transaction_id": pa.array(
+                    flat(h.transaction_ids for h in customers.values()), pa.string()
+                ),
             }
         ),
         "terminals": pa.table(
@@ -91,7 +96,7 @@ def decode_state(data: bytes, cls: Any) -> BehaviourState:
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
         header = json.loads(meta["header"])
         tables[meta["part"]] = table
-    if header.get("format") != FORMAT_VERSION:
+    if header.get("format") not in _READABLE:
         raise ValueError(f"unsupported behavioural state format {header.get('format')!r}")
     config = header["config"]
     config["windows_days"] = tuple(config["windows_days"])
@@ -101,8 +106,9 @@ def decode_state(data: bytes, cls: Any) -> BehaviourState:
     state._last_sweep_us = state.watermark_us
 
     c = tables["customers"].to_pydict()
-    for key, t, a, term, cat in zip(
-        c["key"], c["time_us"], c["amount"], c["terminal"], c["category"], strict=True
+    txids = c.get("transaction_id") or [""] * len(c["key"])  # format 1 kept none
+    for key, t, a, term, cat, txid in zip(
+        c["key"], c["time_us"], c["amount"], c["terminal"], c["category"], txids, strict=True
     ):
         hist = state.customers.histories.get(key)
         if hist is None:
@@ -111,6 +117,7 @@ def decode_state(data: bytes, cls: Any) -> BehaviourState:
         hist.amounts.append(a)
         hist.terminals.append(term)
         hist.categories.append(cat)
+        hist.transaction_ids.append(txid)
 
     tm = tables["terminals"].to_pydict()
     for key, t, txid, fraud in zip(

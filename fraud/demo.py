@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from fraud.errors import InputError
+from features.errors import InputError
 from ingest.local_broker import LocalBroker
 from scoring.model_server.process import model_server_process
 

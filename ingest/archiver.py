@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from fraud.errors import InputError
+from features.errors import InputError
 from ingest import lake
 from ingest.kafka_io import (
     KafkaSettings,

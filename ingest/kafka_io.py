@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pjson
 
+from features.errors import InputError
 from features.spec import (
     CUSTOMER_ID,
     LABEL_KEY,
@@ -29,7 +30,6 @@ from features.spec import (
     TRANSACTION_FIELDS,
     TRANSACTION_ID,
 )
-from fraud.errors import InputError
 from ingest.table_validation import validate_table
 from ingest.validation import (
     MAX_RECORD_BYTES,

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from features.errors import InputError
 from features.spec import LABEL_KEY, TRANSACTION_ID
-from fraud.errors import InputError
 from ingest.kafka_io import label_record
 from ingest.lake import labels_of
 from ingest.validation import ValidationError

@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features import spec
-from fraud.errors import InputError
+from features.errors import InputError
 from ingest.writers import partition_bounds
 
 MARKER = "_lake.json"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from fraud.errors import InputError
+from features.errors import InputError
 
 
 def broker_binary() -> str:

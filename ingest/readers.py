@@ -24,6 +24,7 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
+from features.errors import InputError
 from features.spec import (
     LABEL_KEY,
     MAX_RECORD_BYTES,
@@ -32,7 +33,6 @@ from features.spec import (
     TIMESTAMP,
     arrow_schema,
 )
-from fraud.errors import InputError
 from ingest import lake
 from ingest.records import records_to_table
 from ingest.table_validation import TableCheck, validate_table

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from features.errors import InputError
 from features.spec import (
     AMOUNT,
     LABEL_KEY,
@@ -43,7 +44,6 @@ from features.spec import (
     UNKNOWN,
     Kind,
 )
-from fraud.errors import InputError
 
 MISSING = "required field is missing"
 NUMBER_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")

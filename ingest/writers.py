@@ -22,7 +22,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from features import spec
-from fraud.errors import InputError
+from features.errors import InputError
 
 _MICROS_PER_DAY = 86_400 * 1_000_000
 PARTITION_FILE = "part-0.parquet"

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from features import model_dir as versions_dir
 from features import spec
 from features.behaviour import lookback_days
-from fraud.errors import InputError
-from scoring import model_store
+from features.errors import InputError
 from training import evaluation as ev
 
 Progress = Callable[[str], None]
@@ -40,37 +40,25 @@ class ModelChoice:
     train_start: date | None
 
 
-def _metadata_date(metadata: dict[str, Any], key: str, source: str) -> date | None:
-    value = metadata.get(key)
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(str(value)[:10])
-    except ValueError:
-        raise InputError(f"{source}: {key!r} is not a date: {value!r}") from None
-
-
 def choose_model(model_dir: str | Path, version: int | None) -> ModelChoice:
     """Resolve ``version`` (default: the latest) and read its threshold and label delay."""
-    root = model_store.require_model_dir(model_dir)
-    versions = model_store.list_versions(root)
+    root = versions_dir.require_model_dir(model_dir)
+    versions = versions_dir.list_versions(root)
     if not versions:
         raise InputError(f"no model version found in {root}")
     if version is None:
         version = versions[-1]
     elif version not in versions:
         raise InputError(f"model version {version} not found in {root} (found {versions})")
-    metadata = model_store.read_metadata(root, version)
-    source = f"{model_store.version_path(root, version)}/assets.extra/metadata.json"
-    threshold = metadata.get("threshold")
-    if not isinstance(threshold, int | float) or isinstance(threshold, bool):
-        raise InputError(f"{source}: 'threshold' is missing or not a number")
-    delay_days = metadata.get("delay_days", spec.DEFAULT_DELAY_DAYS)
-    if not isinstance(delay_days, int) or isinstance(delay_days, bool) or delay_days < 0:
-        raise InputError(f"{source}: 'delay_days' must be a non-negative integer")
-    train_start = _metadata_date(metadata, "train_start", source)
-    return ModelChoice(root, version, model_store.version_path(root, version),
-                       float(threshold), delay_days, train_start)
+    metadata = versions_dir.read_metadata(root, version)
+    return ModelChoice(
+        root,
+        version,
+        versions_dir.version_path(root, version),
+        metadata.threshold,
+        metadata.delay_days,
+        metadata.train_start,
+    )
 
 
 def _period_days(start: date, end: date) -> np.ndarray:

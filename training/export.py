@@ -4,7 +4,11 @@
 ``features.spec.MODEL_INPUTS`` (1-D batched, dtypes from
 ``model_input_dtypes()``), applies the TFT graph (its vocabularies travel as
 assets) and the network, and returns ``{"score": float32 [None]}``.
-``assets.extra/`` holds warm-up requests and ``metadata.json``.
+``fraud_metadata`` takes ``request`` (any strings) and returns the version's
+:class:`~features.model_dir.ModelMetadata` as JSON, one copy per row, read
+from a SavedModel asset: a scorer learns the threshold and the behavioural
+configuration through TF Serving's API alone. ``assets.extra/`` holds warm-up
+requests and ``metadata.json`` (the same JSON).
 
 The version is written under a hidden ``.tmp-*`` folder and renamed into place
 in one step, so a server polling the directory never sees half a model.
@@ -12,7 +16,6 @@ in one step, so a server polling the directory never sees half a model.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -24,7 +27,16 @@ import numpy as np
 import tensorflow as tf
 
 from features import spec
-from scoring.model_store import ASSETS_EXTRA, METADATA_FILE, WARMUP_FILE
+from features.model_dir import (
+    ASSETS_EXTRA,
+    METADATA_ASSET,
+    METADATA_OUTPUT,
+    METADATA_REQUEST,
+    METADATA_SIGNATURE,
+    WARMUP_FILE,
+    ModelMetadata,
+    write_metadata,
+)
 from training.model import fraud_probability
 
 #: Model name written in the warm-up requests (TF Serving's ``--model_name``).
@@ -61,6 +73,35 @@ def serving_module(model: Any, tft_output: Any, positive_weight: float) -> tf.Mo
 
     module.serve = serve
     return module
+
+
+def attach_metadata_signature(module: tf.Module, scratch_dir: Path) -> None:
+    """Give ``module`` the ``fraud_metadata`` signature, reading the metadata asset.
+
+    The asset is a placeholder at save time; :func:`export` overwrites the
+    saved copy with the real metadata before the version is published (the
+    threshold is only known once the exported model has scored the
+    validation days). The function reads the file when called, so it always
+    returns what the published version holds.
+    """
+    placeholder = scratch_dir / METADATA_ASSET
+    placeholder.write_text("{}", encoding="utf-8")
+    module.metadata_asset = tf.saved_model.Asset(str(placeholder))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=METADATA_REQUEST)])
+    def metadata(request: tf.Tensor) -> dict[str, tf.Tensor]:
+        text = tf.io.read_file(module.metadata_asset.asset_path)
+        return {METADATA_OUTPUT: tf.fill(tf.shape(request), text)}
+
+    module.metadata = metadata
+
+
+def signatures_of(module: tf.Module) -> dict[str, Any]:
+    """The signatures to save: ``serving_default`` and, when attached, ``fraud_metadata``."""
+    signatures = {SIGNATURE: module.serve}
+    if hasattr(module, "metadata"):
+        signatures[METADATA_SIGNATURE] = module.metadata
+    return signatures
 
 
 def next_version(model_dir: Path) -> int:
@@ -103,7 +144,7 @@ def export(
     module: tf.Module,
     model_dir: Path,
     warmup_rows: Inputs,
-    finish_metadata: Callable[[Callable[[Inputs], np.ndarray]], dict[str, Any]],
+    finish_metadata: Callable[[Callable[[Inputs], np.ndarray]], ModelMetadata],
 ) -> Path:
     """Write ``module`` as the next version of ``model_dir`` and return its path.
 
@@ -114,12 +155,13 @@ def export(
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
     try:
-        tf.saved_model.save(module, str(staging), signatures={SIGNATURE: module.serve})
+        with tempfile.TemporaryDirectory() as scratch:
+            attach_metadata_signature(module, Path(scratch))
+            tf.saved_model.save(module, str(staging), signatures=signatures_of(module))
         extra = staging / ASSETS_EXTRA
         extra.mkdir()
         _warmup_requests(warmup_rows, extra / WARMUP_FILE)
-        metadata = finish_metadata(load_scorer(staging))
-        (extra / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
+        write_metadata(staging, finish_metadata(load_scorer(staging)))
         return _publish(staging, model_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

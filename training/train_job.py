@@ -29,8 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features import spec
-from features.behaviour import lookback_days
-from fraud.errors import InputError
+from features.behaviour import BehaviourConfig, lookback_days
+from features.errors import InputError
+from features.model_dir import ModelMetadata, read_metadata
 from ingest.label_files import LabelsApplied, apply_label_files, check_label_files, read_label_files
 from training.pipeline import TRAIN, VALIDATION, PipelineConfig, window_rows
 from training.settings import TrainConfig
@@ -84,7 +85,7 @@ class TrainJobResult:
     """The exported version and the figures of the run."""
 
     export_path: Path
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     #: Wall time of each stage (seconds) and rows read.
     timings: dict[str, float]
     #: The trained Keras model, in memory (the export wraps it with the TFT graph).
@@ -317,15 +318,8 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
         validation = pq.read_table(pipeline_config.validation_inputs_path)
         inputs = {n: validation.column(n).to_numpy() for n in spec.MODEL_INPUTS}
         labels = validation.column(spec.LABEL_KEY).to_numpy()
-        base = {
-            "train_start": config.train_start.isoformat(),
-            "train_end": config.train_end.isoformat(),
-            "validation_start": pipeline_config.validation_start.isoformat(),
-            "history_start": config.read_from.isoformat(),
-            "delay_days": config.delay_days,
-            "data_fingerprint": data_fingerprint,
+        details = {
             "input": str(config.input_path),
-            "model_inputs": list(spec.MODEL_INPUTS),
             "rows": {"read": timings["rows_read"], **counts},
             "training": {
                 **{k: (list(v) if isinstance(v, tuple) else v)
@@ -343,28 +337,36 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
             "versions": _library_versions(),
         }
 
-        def finish(score: Callable[[Mapping[str, np.ndarray]], np.ndarray]) -> dict[str, Any]:
+        def finish(score: Callable[[Mapping[str, np.ndarray]], np.ndarray]) -> ModelMetadata:
             scores = score(inputs)
             threshold = choose_threshold(scores, config.validation_days, config.alerts_per_day)
-            return {
-                **base,
-                "threshold": threshold,
-                "threshold_rule": (
-                    f"daily alert budget: the {config.alerts_per_day * config.validation_days}"
-                    f"-th highest score of the {config.validation_days} validation day(s), "
-                    f"i.e. ~{config.alerts_per_day} alerts per day"
-                ),
-                "alerts_per_day_budget": config.alerts_per_day,
-                "validation_metrics": _validation_figures(
-                    scores, labels, threshold, config.validation_days
-                ),
-                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
+            return ModelMetadata(
+                threshold=threshold,
+                behaviour=BehaviourConfig(delay_days=config.delay_days),
+                model_inputs=spec.MODEL_INPUTS,
+                train_start=config.train_start,
+                train_end=config.train_end,
+                validation_start=pipeline_config.validation_start,
+                history_start=config.read_from,
+                data_fingerprint=data_fingerprint,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                details={
+                    **details,
+                    "threshold_rule": (
+                        f"daily alert budget: the "
+                        f"{config.alerts_per_day * config.validation_days}-th highest score "
+                        f"of the {config.validation_days} validation day(s), "
+                        f"i.e. ~{config.alerts_per_day} alerts per day"
+                    ),
+                    "alerts_per_day_budget": config.alerts_per_day,
+                    "validation_metrics": _validation_figures(
+                        scores, labels, threshold, config.validation_days
+                    ),
+                },
+            )
 
         module = serving_module(result.model, tft_output, config.train.positive_weight)
         warmup = {n: v[:5] for n, v in inputs.items()}
         path = export(module, config.model_dir, warmup, finish)
-    from scoring.model_store import read_metadata
-
     metadata = read_metadata(config.model_dir, int(path.name))
     return TrainJobResult(path, metadata, timings, result.model)

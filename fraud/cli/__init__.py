@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from fraud.errors import InputError
+from features.errors import InputError
 
 app = typer.Typer(
     name="fraud",

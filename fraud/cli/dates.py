@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from fraud.errors import InputError
+from features.errors import InputError
 
 
 def parse_day(option: str, text: str) -> date:

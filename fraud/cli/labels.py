@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
+from features.errors import InputError
 from fraud.cli.db import DbOption, open_engine
-from fraud.errors import InputError
 from scoring.db import DEFAULT_DB_URL
 
 app = typer.Typer(help="Labels from the analysts' decisions.", no_args_is_help=True)

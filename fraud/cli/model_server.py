@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fraud.errors import InputError
+from features.errors import InputError
 
 
 def model_server(
@@ -40,7 +40,7 @@ def model_server(
     import logging
     import os
 
-    from scoring.model_store import require_model_dir
+    from features.model_dir import require_model_dir
 
     if poll_seconds <= 0:
         raise InputError(f"--poll-seconds must be > 0, got {poll_seconds}")

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
+from features.errors import InputError
 from fraud.cli.dates import parse_day
-from fraud.errors import InputError
 
 
 def produce(

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from features.errors import InputError
 from fraud.cli.db import DbOption
-from fraud.errors import InputError
 from scoring.db import DEFAULT_DB_URL
 
 

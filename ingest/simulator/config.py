@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from fraud.errors import InputError
+from features.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fraud.errors import InputError
+from features.errors import InputError
 from scoring.clients.base import (
     ModelClient,
     ModelError,

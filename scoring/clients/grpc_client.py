@@ -19,6 +19,12 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from features.model_dir import (
+    METADATA_OUTPUT,
+    METADATA_REQUEST,
+    METADATA_SIGNATURE,
+    ModelMetadata,
+)
 from scoring.clients.base import (
     SCORE_OUTPUT,
     SIGNATURE_NAME,
@@ -26,20 +32,18 @@ from scoring.clients.base import (
     ModelStatus,
     ModelUnavailable,
     Prediction,
+    ServedMetadata,
 )
 from scoring.clients.tensors import fill_tensor_proto, float_array
 
-#: Codes that mean "try again later": the server is down, slow, busy, or has not
-#: loaded the model (version) yet — TF Serving answers NOT_FOUND while loading.
-TRANSIENT_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.NOT_FOUND,
-    }
+#: Codes that say the request itself is wrong for the model: its rows cannot be
+#: scored however often they are sent. Every other code (the server is down,
+#: slow, busy, loading the version, or failing internally) is retried: a
+#: transient fault must hold the scorer, never send its events to the DLQ.
+REJECTED_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE})
+#: Codes a version without the ``fraud_metadata`` signature answers with.
+_NO_SIGNATURE_CODES = frozenset(
+    {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT}
 )
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
@@ -75,24 +79,52 @@ class GrpcModelClient:
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> Prediction:
+    def predict(self, inputs: Mapping[str, np.ndarray], version: int | None = None) -> Prediction:
         """Score a batch; ModelUnavailable on transient failures, ModelRequestError otherwise."""
         request = predict_pb2.PredictRequest()
-        self._fill_spec(request.model_spec)
+        self._fill_spec(request.model_spec, version)
         request.model_spec.signature_name = SIGNATURE_NAME
         request.output_filter.append(SCORE_OUTPUT)
         for name, values in inputs.items():
             fill_tensor_proto(request.inputs[name], name, values)
-        try:
-            response = self._predict.Predict(request, timeout=self.timeout_seconds)
-        except grpc.RpcError as err:
-            raise _model_error(err, self.target) from None
+        response = self._call(request)
         if SCORE_OUTPUT not in response.outputs:
             raise ModelRequestError(f"response of {self.target} has no {SCORE_OUTPUT!r} output")
         return Prediction(
             scores=float_array(response.outputs[SCORE_OUTPUT], SCORE_OUTPUT),
             model_version=int(response.model_spec.version.value),
         )
+
+    def metadata(self, version: int | None = None) -> ServedMetadata:
+        """Call the ``fraud_metadata`` signature of ``version`` (default: the latest)."""
+        request = predict_pb2.PredictRequest()
+        self._fill_spec(request.model_spec, version)
+        request.model_spec.signature_name = METADATA_SIGNATURE
+        fill_tensor_proto(
+            request.inputs[METADATA_REQUEST], METADATA_REQUEST, np.array(["metadata"], object)
+        )
+        try:
+            response = self._predict.Predict(request, timeout=self.timeout_seconds)
+        except grpc.RpcError as err:
+            if err.code() in _NO_SIGNATURE_CODES:  # type: ignore[attr-defined]
+                raise ModelRequestError(
+                    f"{self.target}: model {self.model_name} version {version or 'latest'} "
+                    f"has no {METADATA_SIGNATURE!r} signature ({err.details()}); "  # type: ignore[attr-defined]
+                    "it was not exported by this version of fraud train"
+                ) from None
+            raise _model_error(err, self.target) from None
+        served = int(response.model_spec.version.value)
+        values = response.outputs[METADATA_OUTPUT].string_val
+        if not values:
+            raise ModelRequestError(f"{self.target}: version {served} returned no metadata")
+        source = f"{self.target} model {self.model_name} version {served}"
+        return ServedMetadata(served, ModelMetadata.parse(values[0], source))
+
+    def _call(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        try:
+            return self._predict.Predict(request, timeout=self.timeout_seconds)
+        except grpc.RpcError as err:
+            raise _model_error(err, self.target) from None
 
     def status(self) -> ModelStatus:
         """Report the highest AVAILABLE version, via ModelService/GetModelStatus."""
@@ -115,15 +147,16 @@ class GrpcModelClient:
         """Close the channel."""
         self._channel.close()
 
-    def _fill_spec(self, spec: model_pb2.ModelSpec) -> None:
+    def _fill_spec(self, spec: model_pb2.ModelSpec, version: int | None = None) -> None:
         spec.name = self.model_name
-        if self.version is not None:
-            spec.version.value = self.version
+        version = self.version if version is None else version
+        if version is not None:
+            spec.version.value = version
 
 
 def _model_error(err: grpc.RpcError, target: str) -> ModelUnavailable | ModelRequestError:
     code = err.code()  # type: ignore[attr-defined]
     message = f"{target}: {code.name}: {err.details()}"  # type: ignore[attr-defined]
-    if code in TRANSIENT_CODES:
-        return ModelUnavailable(message)
-    return ModelRequestError(message)
+    if code in REJECTED_CODES:
+        return ModelRequestError(message)
+    return ModelUnavailable(message)

@@ -12,6 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from features.model_dir import (
+    METADATA_OUTPUT,
+    METADATA_REQUEST,
+    METADATA_SIGNATURE,
+    ModelMetadata,
+    require_model_dir,
+)
 from scoring.clients.base import (
     SCORE_OUTPUT,
     SIGNATURE_NAME,
@@ -19,10 +26,11 @@ from scoring.clients.base import (
     ModelStatus,
     ModelUnavailable,
     Prediction,
+    ServedMetadata,
 )
 from scoring.model_server.errors import ServingError
 from scoring.model_server.manager import ModelManager, VersionState
-from scoring.model_store import require_model_dir
+from scoring.model_server.servable import Servable
 
 
 class InProcessModelClient:
@@ -34,17 +42,31 @@ class InProcessModelClient:
         self._manager = ModelManager(model_name, require_model_dir(model_dir), poll_seconds)
         self._manager.start()
 
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> Prediction:
-        """Score a batch with the version loaded now; ModelUnavailable before any loaded."""
-        try:
-            servable = self._manager.get()
-            outputs = servable.predict(inputs, SIGNATURE_NAME, (SCORE_OUTPUT,))
-        except ServingError as err:
-            if err.code == "NOT_FOUND":
-                raise ModelUnavailable(err.message) from None
-            raise ModelRequestError(err.message) from None
+    def predict(self, inputs: Mapping[str, np.ndarray], version: int | None = None) -> Prediction:
+        """Score a batch with ``version`` (default: the one loaded now)."""
+        servable, outputs = self._run(version, inputs, SIGNATURE_NAME, SCORE_OUTPUT)
         scores = np.asarray(outputs[SCORE_OUTPUT], dtype=np.float32).reshape(-1)
         return Prediction(scores=scores, model_version=servable.version)
+
+    def metadata(self, version: int | None = None) -> ServedMetadata:
+        """Call the ``fraud_metadata`` signature of ``version`` (default: the latest)."""
+        request = {METADATA_REQUEST: np.array(["metadata"], dtype=object)}
+        servable, outputs = self._run(version, request, METADATA_SIGNATURE, METADATA_OUTPUT)
+        text = outputs[METADATA_OUTPUT][0]
+        source = f"{self._manager.model_dir} version {servable.version}"
+        return ServedMetadata(servable.version, ModelMetadata.parse(text, source))
+
+    def _run(
+        self, version: int | None, inputs: Mapping[str, np.ndarray], signature: str, output: str
+    ) -> tuple[Servable, dict[str, np.ndarray]]:
+        """Run ``signature``; NOT_FOUND and internal errors are transient, the rest a rejection."""
+        try:
+            servable = self._manager.get(version)
+            return servable, servable.predict(inputs, signature, (output,))
+        except ServingError as err:
+            if err.code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"):
+                raise ModelRequestError(err.message) from None
+            raise ModelUnavailable(err.message) from None
 
     def status(self) -> ModelStatus:
         """Ready once a version is loaded; otherwise the last load error, if any."""

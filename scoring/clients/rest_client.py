@@ -17,12 +17,19 @@ from typing import Any
 
 import numpy as np
 
+from features.model_dir import (
+    METADATA_OUTPUT,
+    METADATA_REQUEST,
+    METADATA_SIGNATURE,
+    ModelMetadata,
+)
 from scoring.clients.base import (
     SIGNATURE_NAME,
     ModelRequestError,
     ModelStatus,
     ModelUnavailable,
     Prediction,
+    ServedMetadata,
 )
 
 
@@ -43,20 +50,47 @@ class RestModelClient:
         self._version: int | None = None
         self._checked_at = 0.0
 
-    def predict(self, inputs: Mapping[str, np.ndarray]) -> Prediction:
-        """Score a batch with the latest version, sent in the columnar ``inputs`` format."""
+    def predict(self, inputs: Mapping[str, np.ndarray], version: int | None = None) -> Prediction:
+        """Score a batch (columnar ``inputs`` format) with ``version``, default the latest."""
         body = {
             "signature_name": SIGNATURE_NAME,
             "inputs": {name: np.asarray(values).tolist() for name, values in inputs.items()},
         }
-        for attempt in range(2):
-            version = self._latest(force=attempt > 0)
+        served, answer = self._predict_on(version, body)
+        scores = np.asarray(answer["outputs"], dtype=np.float32).reshape(-1)
+        return Prediction(scores=scores, model_version=served)
+
+    def metadata(self, version: int | None = None) -> ServedMetadata:
+        """Call the ``fraud_metadata`` signature of ``version`` (default: the latest)."""
+        body = {"signature_name": METADATA_SIGNATURE, "inputs": {METADATA_REQUEST: ["metadata"]}}
+        try:
+            served, answer = self._predict_on(version, body)
+        except ModelRequestError as err:
+            raise ModelRequestError(
+                f"{err} (no {METADATA_SIGNATURE!r} signature: not exported by this fraud train?)"
+            ) from None
+        outputs = answer.get("outputs")
+        values = outputs.get(METADATA_OUTPUT) if isinstance(outputs, dict) else outputs
+        if not isinstance(values, list) or not values:
+            raise ModelRequestError(f"{self.model_url}: version {served} returned no metadata")
+        source = f"{self.model_url} version {served}"
+        return ServedMetadata(served, ModelMetadata.parse(str(values[0]), source))
+
+    def _predict_on(
+        self, version: int | None, body: Mapping[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """POST ``body`` to ``version``'s predict; the latest (looked up again once) if None."""
+        if version is not None:
             try:
-                answer = self._call(f"{self.model_url}/versions/{version}:predict", body)
+                return version, self._call(f"{self.model_url}/versions/{version}:predict", body)
+            except _NotFoundError as err:
+                raise ModelUnavailable(str(err)) from None
+        for attempt in range(2):
+            latest = self._latest(force=attempt > 0)
+            try:
+                return latest, self._call(f"{self.model_url}/versions/{latest}:predict", body)
             except _NotFoundError:
                 continue
-            scores = np.asarray(answer["outputs"], dtype=np.float32).reshape(-1)
-            return Prediction(scores=scores, model_version=version)
         raise ModelUnavailable(f"{self.model_url}: the served version keeps changing")
 
     def status(self) -> ModelStatus:
@@ -100,7 +134,7 @@ class RestModelClient:
             message = f"{url}: HTTP {err.code}: {_error_text(err)}"
             if err.code == 404:
                 raise _NotFoundError(message) from None
-            if err.code in (400, 413, 501):
+            if err.code == 400:  # the request is wrong for the model: retrying cannot help
                 raise ModelRequestError(message) from None
             raise ModelUnavailable(message) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as err:

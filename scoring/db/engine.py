@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fraud.errors import InputError
+from features.errors import InputError
 
 #: How long a SQLite writer waits for another writer's lock, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 30_000

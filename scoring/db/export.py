@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from fraud.errors import InputError
+from features.errors import InputError
 from scoring.db.repository import ReviewedLabel
 
 LABEL_FIELDS = (

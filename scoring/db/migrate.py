@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from fraud.errors import InputError
+from features.errors import InputError
 from scoring.db.engine import in_memory, safe_url
 
 #: The installed Alembic environment and revisions.

@@ -17,7 +17,7 @@ from sqlalchemy import Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from fraud.errors import InputError
+from features.errors import InputError
 from scoring.db.models import Alert, AlertReview, AlertStatus, ScorerCheckpoint
 
 #: Dialects with ``INSERT ... ON CONFLICT``; others take the portable path.

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from features.model_dir import latest_version, version_path
 from scoring.model_server.errors import servable_not_found
 from scoring.model_server.servable import Servable
 from scoring.model_server.warmup import run_warmup
-from scoring.model_store import latest_version, version_path
 
 log = logging.getLogger(__name__)
 

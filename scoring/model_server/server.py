@@ -15,11 +15,11 @@ from types import FrameType
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from fraud.errors import InputError
+from features.errors import InputError
+from features.model_dir import require_model_dir
 from scoring.model_server.grpc_service import ModelService, PredictionService
 from scoring.model_server.manager import ModelManager
 from scoring.model_server.rest import RestServer
-from scoring.model_store import require_model_dir
 
 log = logging.getLogger(__name__)
 

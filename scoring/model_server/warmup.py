@@ -14,9 +14,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from features.model_dir import ASSETS_EXTRA, WARMUP_FILE
 from scoring.model_server.protos import predict
 from scoring.model_server.servable import DEFAULT_SIGNATURE, Servable
-from scoring.model_store import ASSETS_EXTRA, WARMUP_FILE
 
 #: TF Serving reads at most this many warmup records.
 MAX_WARMUP_RECORDS = 1000

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fraud.errors import InputError
+from features.errors import InputError
 from ingest.kafka_io import KafkaSettings, check_reachable, ensure_topics
 from scoring.clients import ModelClient, Prediction, make_client
 from scoring.stream.checkpoints import InlineCheckpoints, default_checkpoints
@@ -58,7 +58,7 @@ def threshold_policy(settings: ScorerSettings, endpoints: Endpoints) -> Threshol
                     "no threshold for this model: pass --threshold, or --model-dir "
                     "(each version's metadata.json holds the one chosen at training time)"
                 )
-            from scoring.model_store import read_metadata
+            from features.model_dir import read_metadata
 
             cache[version] = float(read_metadata(model_dir, version)["threshold"])
         return cache[version]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fraud.errors import InputError
+from features.errors import InputError
 
 
 @dataclass(frozen=True)

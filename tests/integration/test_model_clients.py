@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from features import spec
-from fraud.errors import InputError
+from features.errors import InputError
 from scoring.clients import ModelRequestError, ModelUnavailable, make_client
 from scoring.clients.grpc_client import GrpcModelClient
 from scoring.clients.inprocess import InProcessModelClient

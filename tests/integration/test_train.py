@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from features import spec
-from fraud.errors import InputError
+from features.errors import InputError
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def _rows_between(table: pa.Table, first: date, last: date) -> pa.Table:
 
 
 def test_export_layout_and_metadata(trained, bank):
-    from scoring.model_store import list_versions
+    from features.model_dir import list_versions
     from training.train_job import fingerprint
 
     config, result = trained
@@ -181,7 +181,7 @@ def _batch_scores(bank, result) -> dict[str, float]:
     from training.batch_scoring import score_table
 
     _, table = bank
-    read = _rows_between(table, date.fromisoformat(result.metadata["history_start"]), TRAIN_END)
+    read = _rows_between(table, result.metadata.history_start, TRAIN_END)
     features = compute_features(read)
     days = read.column(spec.TIMESTAMP).to_numpy().astype("datetime64[D]")
     valid = pa.array(days >= np.datetime64("2018-05-07"))
@@ -227,7 +227,7 @@ def test_two_replicas_share_the_training_work(trained, tmp_path):
     assert len(figures["devices"]) == 2 and figures["devices"][0] != figures["devices"][1]
     assert figures["global_batch_size"] == 128
     per_replica = figures["examples_per_replica"]
-    train_rows = result.metadata["rows"]["train"]["rows"]
+    train_rows = result.metadata.details["rows"]["train"]["rows"]
     # Each replica processed its own half of every global batch.
     assert len(per_replica) == 2 and sum(per_replica) == train_rows
     assert abs(per_replica[0] - per_replica[1]) <= 64
@@ -278,10 +278,10 @@ def test_cli_trains_the_next_version_with_analyst_labels(trained, bank, tmp_path
     # The analysts' decisions replaced the input's labels before anything was learnt.
     assert meta["label_files"] == {"files": [str(labels)], "labelled": decided,
                                    "matched": decided, "to_fraud": 5, "to_genuine": 3}
-    before = first.metadata["rows"]["train"]["frauds"]
+    before = first.metadata.details["rows"]["train"]["frauds"]
     assert meta["rows"]["train"]["frauds"] == before + fraud_change
-    assert meta["data_fingerprint"] != first.metadata["data_fingerprint"]
-    assert first.metadata["label_files"] is None
+    assert meta["data_fingerprint"] != first.metadata.data_fingerprint
+    assert first.metadata.details["label_files"] is None
 
 
 def _cli_error(*args: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from fraud.errors import InputError
+from features.errors import InputError
 from scoring.db import repository as repo
 from scoring.db.engine import make_engine, make_sessionmaker, safe_url
 from scoring.db.export import write_labels

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from features.behaviour import lookback_days
-from fraud.errors import InputError
+from features.errors import InputError
 from training import evaluation as ev
 from training.evaluate_job import choose_model, write_scores
 
@@ -46,9 +46,9 @@ def test_choose_model_defaults_the_delay_and_the_training_start(tmp_path):
     ("metadata", "reason"),
     [
         (None, "model metadata not found"),
-        ({"delay_days": 7}, "'threshold' is missing or not a number"),
-        ({"threshold": "high"}, "'threshold' is missing or not a number"),
-        ({"threshold": 0.5, "delay_days": -1}, "'delay_days' must be a non-negative integer"),
+        ({"delay_days": 7}, "'threshold' is missing or not a number in \\[0, 1\\]"),
+        ({"threshold": "high"}, "'threshold' is missing or not a number in \\[0, 1\\]"),
+        ({"threshold": 0.5, "delay_days": -1}, "invalid behavioural configuration"),
         ({"threshold": 0.5, "train_start": "last week"}, "'train_start' is not a date"),
     ],
 )

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from features import spec
-from fraud.errors import InputError
+from features.errors import InputError
 from ingest.readers import read_transactions
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "handbook_dataset.py"

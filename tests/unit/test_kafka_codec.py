@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from features.errors import InputError
 from features.spec import LABEL_KEY, TRANSACTION_FIELDS
-from fraud.errors import InputError
 from ingest.kafka_io import (
     LABEL_FIELDS,
     KafkaSettings,

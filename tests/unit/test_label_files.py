@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from features import spec
-from fraud.errors import InputError
+from features.errors import InputError
 from ingest.label_files import apply_label_files, read_label_files
 from ingest.validation import ValidationError
 from scoring.db.export import write_labels

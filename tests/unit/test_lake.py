@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from features import spec
-from fraud.errors import InputError
+from features.errors import InputError
 from ingest import lake
 from ingest.readers import read_transactions
 from ingest.records import records_to_table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fraud.errors import InputError
+from features.errors import InputError
 from ingest.local_broker import LocalBroker, free_port
 
 

@@ -11,8 +11,8 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
+from features.errors import InputError
 from features.spec import arrow_schema
-from fraud.errors import InputError
 from ingest.readers import list_files, read_transactions
 from ingest.validation import ValidationError, validate_record
 from tests.unit.test_validation import BAD, DROP, GOOD, with_

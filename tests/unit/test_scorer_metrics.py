@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fraud.errors import InputError
+from features.errors import InputError
 from ingest.kafka_io import KafkaSettings
 from scoring.clients.base import Prediction
 from scoring.stream.app import Endpoints, threshold_policy

@@ -20,8 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from features import spec
+from features.errors import InputError
 from fraud.cli import app
-from fraud.errors import InputError
 from ingest.simulator import (
     Scenario,
     ScenarioConfig,

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from features.errors import InputError
 from features.spec import LABEL_KEY, MAX_RECORD_BYTES, RAW_FIELDS, arrow_schema
-from fraud.errors import InputError
 from ingest.records import records_to_table, table_to_records
 from ingest.validation import ValidationError, decode_json_record, validate_record
 
