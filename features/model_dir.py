@@ -57,7 +57,8 @@ class ModelMetadata:
     counts, training settings, validation metrics, library versions).
     """
 
-    threshold: float
+    #: The alert threshold chosen at training time (None: the export has none).
+    threshold: float | None
     behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
     model_inputs: tuple[str, ...] = spec.MODEL_INPUTS
     train_start: date | None = None
@@ -67,6 +68,14 @@ class ModelMetadata:
     data_fingerprint: str | None = None
     created_at: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+
+    def require_threshold(self, source: str) -> float:
+        """The threshold, or :class:`MetadataError` naming ``source`` when there is none."""
+        if self.threshold is None:
+            raise MetadataError(
+                f"{source}: 'threshold' is missing (the alert threshold chosen at training time)"
+            )
+        return self.threshold
 
     @property
     def delay_days(self) -> int:
@@ -103,14 +112,13 @@ class ModelMetadata:
         if not isinstance(data, Mapping):
             raise MetadataError(f"{source}: model metadata is not a JSON object")
         threshold: Any = data.get("threshold")
-        if not _is_number(threshold) or not 0.0 <= float(threshold) <= 1.0:
-            raise MetadataError(
-                f"{source}: 'threshold' is missing or not a number in [0, 1] "
-                "(the alert threshold chosen at training time)"
-            )
+        if threshold is not None and (
+            not _is_number(threshold) or not 0.0 <= float(threshold) <= 1.0
+        ):
+            raise MetadataError(f"{source}: 'threshold' is not a number in [0, 1]: {threshold!r}")
         known = {f.name for f in fields(cls)} | {"delay_days"}
         return cls(
-            threshold=float(threshold),
+            threshold=None if threshold is None else float(threshold),
             behaviour=_behaviour(data, source),
             model_inputs=tuple(data.get("model_inputs") or spec.MODEL_INPUTS),
             train_start=_date(data, "train_start", source),
@@ -218,7 +226,7 @@ def read_metadata(model_dir: str | Path, version: int | None = None) -> ModelMet
     """Read ``assets.extra/metadata.json`` of ``version`` (default: the latest version).
 
     Raises :class:`MetadataError` when there is no version, or the file is
-    missing, not a JSON object, or lacks the threshold.
+    missing, not a JSON object, or holds invalid values.
     """
     if version is None:
         version = latest_version(model_dir)

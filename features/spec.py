@@ -68,6 +68,8 @@ CATEGORICAL_FIELDS: tuple[str, ...] = (MERCHANT_CATEGORY, COUNTRY, CHANNEL)
 
 #: Largest accepted Kafka message / JSON line, in bytes.
 MAX_RECORD_BYTES = 64 * 1024
+#: How far past its Kafka timestamp a live event (or label) may be dated, in ms.
+MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
 
 # --- behavioural features -------------------------------------------------
 

@@ -188,8 +188,6 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict[str, Any]:
             db,
             "--model-server",
             f"grpc://127.0.0.1:{grpc_port}",
-            "--model-dir",
-            str(models),
             "--history",
             str(history),
             "--exit-when-idle",

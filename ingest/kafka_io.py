@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pjson
@@ -25,6 +26,7 @@ from features.errors import InputError
 from features.spec import (
     CUSTOMER_ID,
     LABEL_KEY,
+    MAX_FUTURE_SKEW_MS,
     TERMINAL_ID,
     TIMESTAMP,
     TRANSACTION_FIELDS,
@@ -303,15 +305,32 @@ def message_where(topic: str, partition: int, offset: int) -> str:
     return f"{topic}[{partition}]@{offset}"
 
 
-def decode_transaction(message_value: bytes | None, where: str) -> dict[str, Any]:
+def decode_transaction(
+    message_value: bytes | None, where: str, *, not_after_ms: int | None = None
+) -> dict[str, Any]:
     """Validate a ``transactions`` message value into a canonical record (no label).
 
     Raises :class:`~ingest.validation.ValidationError` (UTF-8, JSON, object,
     size, fields); the scorer sends such messages to the dead-letter topic.
+    ``not_after_ms`` (a Kafka timestamp) bounds how far in the future the event
+    may be dated (:data:`features.spec.MAX_FUTURE_SKEW_MS` past it).
     """
     if message_value is None:
         raise ValidationError(where, None, "empty message (null value)")
-    return decode_json_record(message_value, where, labelled=False)
+    record = decode_json_record(message_value, where, labelled=False)
+    _check_skew(record[TIMESTAMP], not_after_ms, where, TIMESTAMP)
+    return record
+
+
+def _check_skew(moment: datetime, not_after_ms: int | None, where: str, field_name: str) -> None:
+    if not_after_ms is None:
+        return
+    limit_ms = not_after_ms + MAX_FUTURE_SKEW_MS
+    if moment.timestamp() * 1000 > limit_ms:
+        limit = datetime.fromtimestamp(limit_ms / 1000, UTC).isoformat()
+        raise ValidationError(
+            where, field_name, f"dated after {limit}, more than the allowed skew past its message"
+        )
 
 
 #: Batches smaller than this are decoded message by message: Arrow's column
@@ -319,7 +338,9 @@ def decode_transaction(message_value: bytes | None, where: str) -> dict[str, Any
 BATCH_DECODE_MIN_MESSAGES = 256
 
 
-def decode_transactions(values: Sequence[bytes | None]) -> pa.Table | None:
+def decode_transactions(
+    values: Sequence[bytes | None], *, not_after_ms: Sequence[int] | None = None
+) -> pa.Table | None:
     """Validate a micro-batch of ``transactions`` values at once, column by column.
 
     The fast path for the usual batch in which every message is valid: Arrow's
@@ -346,7 +367,13 @@ def decode_transactions(values: Sequence[bytes | None]) -> pa.Table | None:
     if raw.num_rows != len(values):
         return None  # a blank message
     checked = validate_table(raw, labelled=False, row_name=str, skip_invalid=True, max_errors=0)
-    return checked.table if checked.skipped == 0 else None
+    if checked.skipped:
+        return None
+    if not_after_ms is not None:
+        times = checked.table.column(TIMESTAMP).cast(pa.int64()).to_numpy() // 1000
+        if (times > np.asarray(not_after_ms, dtype=np.int64) + MAX_FUTURE_SKEW_MS).any():
+            return None
+    return checked.table
 
 
 _BATCH_PARSE = pjson.ParseOptions(
@@ -354,8 +381,13 @@ _BATCH_PARSE = pjson.ParseOptions(
 )
 
 
-def decode_label(message_value: bytes | None, where: str) -> dict[str, Any]:
-    """Validate a ``fraud-labels`` message value; timestamps become UTC datetimes."""
+def decode_label(
+    message_value: bytes | None, where: str, *, not_after_ms: int | None = None
+) -> dict[str, Any]:
+    """Validate a ``fraud-labels`` message value; timestamps become UTC datetimes.
+
+    ``not_after_ms`` bounds ``labelled_at`` as for :func:`decode_transaction`.
+    """
     if message_value is None:
         raise ValidationError(where, None, "empty message (null value)")
     try:
@@ -364,7 +396,9 @@ def decode_label(message_value: bytes | None, where: str) -> dict[str, Any]:
         raise ValidationError(where, None, f"invalid label message: {err}") from None
     if not isinstance(obj, dict):
         raise ValidationError(where, None, "expected a JSON object")
-    return label_record(obj, where)
+    record = label_record(obj, where)
+    _check_skew(record["labelled_at"], not_after_ms, where, "labelled_at")
+    return record
 
 
 def label_record(obj: Mapping[str, Any], where: str) -> dict[str, Any]:

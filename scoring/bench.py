@@ -207,7 +207,7 @@ def _scorer(
             group_id=f"{topic}-scorer",
             **overrides,
         ),
-        Endpoints(settings, db, model, model_dir=model_dir, history=history),
+        Endpoints(settings, db, model, history=history),
     )
     return process
 
@@ -353,10 +353,8 @@ def _latency_run(
         max_wait_ms=5,
         exit_when_idle_seconds=3.0,
     )
-    decisions: list[float] = []
-    alerts: list[float] = []
-    process.scorer.decision_latency_sink = decisions
-    process.scorer.latency_sink = alerts
+    observer = _Latencies()
+    process.scorer.observer = observer
     runner = threading.Thread(target=process.run)
     runner.start()
     deadline = time.monotonic() + 300
@@ -369,7 +367,23 @@ def _latency_run(
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
     runner.join()
-    return np.asarray(decisions) * 1000, np.asarray(alerts) * 1000, process.metrics
+    return (
+        np.asarray(observer.decisions) * 1000,
+        np.asarray(observer.alerts) * 1000,
+        process.metrics,
+    )
+
+
+class _Latencies:
+    """Every scored event's latency to its batch's commit, and every alert's (seconds)."""
+
+    def __init__(self) -> None:
+        self.decisions: list[float] = []
+        self.alerts: list[float] = []
+
+    def batch_committed(self, scored: list[Any], alerted: list[Any], committed_at: float) -> None:
+        self.decisions += [max(0.0, committed_at - m.timestamp_ms / 1000) for m in scored]
+        self.alerts += [max(0.0, committed_at - m.timestamp_ms / 1000) for m in alerted]
 
 
 def _paced_produce(settings: KafkaSettings, topic: str, events: Path, rate: int) -> list[str]:

@@ -55,7 +55,7 @@ def choose_model(model_dir: str | Path, version: int | None) -> ModelChoice:
         root,
         version,
         versions_dir.version_path(root, version),
-        metadata.threshold,
+        metadata.require_threshold(str(versions_dir.metadata_path(root, version))),
         metadata.delay_days,
         metadata.train_start,
     )

@@ -26,8 +26,7 @@ def score(
         Path | None,
         typer.Option(
             envvar="FRAUD_MODEL_DIR",
-            help="Model directory: scores in-process, or (with --model-server) "
-            "only supplies each version's threshold.",
+            help="Model directory, scored in-process (instead of --model-server).",
         ),
     ] = None,
     model_name: Annotated[str, typer.Option(envvar="FRAUD_MODEL_NAME")] = "fraud",
@@ -59,6 +58,16 @@ def score(
     checkpoint_seconds: Annotated[
         float, typer.Option(help="How often state and offsets are checkpointed.")
     ] = 30.0,
+    checkpoint_timeout_seconds: Annotated[
+        float, typer.Option(help="A checkpoint writer still running after this is killed.")
+    ] = 120.0,
+    rebuild_state: Annotated[
+        bool,
+        typer.Option(
+            help="Without a usable checkpoint, rebuild the state from --history and replay "
+            "the topic from its beginning (instead of holding)."
+        ),
+    ] = False,
 ) -> None:
     """Score every live transaction and write alerts; runs until SIGTERM/SIGINT.
 
@@ -74,8 +83,8 @@ def score(
     from scoring.stream.app import Endpoints, run_scorer
     from scoring.stream.settings import ScorerSettings
 
-    if model_server is None and model_dir is None:
-        raise InputError("give --model-server grpc://HOST:PORT or --model-dir DIR")
+    if (model_server is None) == (model_dir is None):
+        raise InputError("give either --model-server grpc://HOST:PORT or --model-dir DIR")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = ScorerSettings(
         topic=topic,
@@ -86,14 +95,15 @@ def score(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         checkpoint_seconds=checkpoint_seconds,
+        checkpoint_timeout_seconds=checkpoint_timeout_seconds,
         exit_when_idle_seconds=exit_when_idle,
+        rebuild_state=rebuild_state,
     )
     endpoints = Endpoints(
         kafka=KafkaSettings.from_env(bootstrap_servers),
         db_url=db,
         model=model_server or str(model_dir),
         model_name=model_name,
-        model_dir=model_dir if model_server else None,
         history=history,
         metrics_port=metrics_port,
         metrics_host=metrics_host,

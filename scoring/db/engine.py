@@ -2,9 +2,13 @@
 
 SQLite (the default, one file) runs in WAL mode with a busy timeout so the
 streaming scorer and the analyst's command line can share the file;
-PostgreSQL (production) gets a pre-pinged, recycled connection pool.
-Credentials come only from the URL, which comes from the caller or
-``FRAUD_DB_URL``.
+PostgreSQL (production) gets a pre-pinged, recycled connection pool and
+time limits on everything that could otherwise wait forever: connecting,
+each statement, waiting for a lock, an idle transaction, and TCP keepalives
+that detect a half-open connection (:data:`POSTGRES_DEFAULTS`; any of them
+can be overridden in the URL's query). Credentials come only from the URL,
+which comes from the caller or ``FRAUD_DB_URL``; statements are logged and
+raised without their parameters (card ids, amounts).
 """
 
 from __future__ import annotations
@@ -24,13 +28,36 @@ from features.errors import InputError
 #: How long a SQLite writer waits for another writer's lock, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+#: libpq connection parameters set unless the URL's query sets them.
+POSTGRES_DEFAULTS: dict[str, object] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    # Unacknowledged data on a dead connection fails within this (ms), not ~15 minutes.
+    "tcp_user_timeout": 30_000,
+}
+#: Server-side limits (``SET`` at connect), unless the URL's ``options`` sets any.
+POSTGRES_LIMITS = {
+    "statement_timeout": "120s",
+    "lock_timeout": "30s",
+    "idle_in_transaction_session_timeout": "300s",
+}
+
 
 def parse_url(url: str | URL) -> URL:
-    """Parse a database URL, turning a malformed one into an :class:`InputError`."""
+    """Parse a database URL, turning a malformed one into an :class:`InputError`.
+
+    The message never repeats the URL: a malformed one may still hold a password.
+    """
     try:
         return make_url(url)
-    except ArgumentError as err:
-        raise InputError(f"invalid database URL {str(url)!r}: {err}") from None
+    except (ArgumentError, ValueError):
+        raise InputError(
+            "invalid database URL (expected e.g. sqlite:///fraud.db or "
+            "postgresql://user@host:5432/db)"
+        ) from None
 
 
 def safe_url(url: str | URL) -> str:
@@ -45,16 +72,30 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     the defaults chosen here.
     """
     parsed = parse_url(url)
-    options: dict[str, Any] = {"json_serializer": partial(json.dumps, default=_json_default)}
+    options: dict[str, Any] = {
+        "json_serializer": partial(json.dumps, default=_json_default),
+        "hide_parameters": True,
+    }
     if parsed.get_backend_name() == "sqlite":
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-    elif "poolclass" not in kwargs:  # pool sizing only applies to the default queue pool
-        options.update(pool_pre_ping=True, pool_recycle=1800, pool_size=5, max_overflow=10)
+    else:
+        if parsed.get_backend_name() == "postgresql":
+            options["connect_args"] = postgres_connect_args(parsed)
+        if "poolclass" not in kwargs:  # pool sizing only applies to the default queue pool
+            options.update(pool_pre_ping=True, pool_recycle=1800, pool_size=5, max_overflow=10)
     options.update(kwargs)
     engine = create_engine(parsed, **options)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", partial(_configure_sqlite, wal=not in_memory(parsed)))
     return engine
+
+
+def postgres_connect_args(url: URL) -> dict[str, object]:
+    """The libpq parameters for ``url``: the defaults above, less what its query sets."""
+    args = {k: v for k, v in POSTGRES_DEFAULTS.items() if k not in url.query}
+    if "options" not in url.query:
+        args["options"] = " ".join(f"-c {k}={v}" for k, v in POSTGRES_LIMITS.items())
+    return args
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

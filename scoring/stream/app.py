@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from features.errors import InputError
 from ingest.kafka_io import KafkaSettings, check_reachable, ensure_topics
-from scoring.clients import ModelClient, Prediction, make_client
+from scoring.clients import ModelClient, make_client
 from scoring.stream.checkpoints import InlineCheckpoints, default_checkpoints
 from scoring.stream.kafka_source import KafkaDeadLetters, KafkaSource
 from scoring.stream.metrics import MetricsServer, ScorerMetrics
-from scoring.stream.service import RunSummary, Scorer, ThresholdOf
+from scoring.stream.served_model import ServedModel
+from scoring.stream.service import RunSummary, Scorer
 from scoring.stream.settings import ScorerSettings
 from scoring.stream.sql_store import SqlAlertStore
 
@@ -26,44 +26,20 @@ class Endpoints:
     """Where the scorer's outside services are."""
 
     kafka: KafkaSettings
-    db_url: str
+    db_url: str = field(repr=False)
     model: str  # grpc://HOST:PORT, http://HOST:PORT or a model directory
     model_name: str = "fraud"
-    model_dir: Path | None = None  # for thresholds when the model is remote
     history: Path | None = None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
 
+    def __repr__(self) -> str:
+        from scoring.db.engine import safe_url
 
-def threshold_policy(settings: ScorerSettings, endpoints: Endpoints) -> ThresholdOf:
-    """A fixed ``--threshold``, else the one chosen at training time for each version.
-
-    The chosen threshold is in ``metadata.json`` of each version; TF Serving's API
-    cannot return it, so a remote model server needs the (read-only) model
-    directory too — the same one the server loads from.
-    """
-    if settings.threshold is not None:
-        fixed = settings.threshold
-        return lambda _prediction: fixed
-    model_dir = endpoints.model_dir
-    if model_dir is None and Path(endpoints.model).is_dir():
-        model_dir = Path(endpoints.model)
-    cache: dict[int, float] = {}
-
-    def of(prediction: Prediction) -> float:
-        version = prediction.model_version
-        if version not in cache:
-            if model_dir is None:
-                raise InputError(
-                    "no threshold for this model: pass --threshold, or --model-dir "
-                    "(each version's metadata.json holds the one chosen at training time)"
-                )
-            from features.model_dir import read_metadata
-
-            cache[version] = float(read_metadata(model_dir, version)["threshold"])
-        return cache[version]
-
-    return of
+        return (
+            f"Endpoints(kafka={self.kafka.bootstrap_servers!r}, db={safe_url(self.db_url)!r}, "
+            f"model={self.model!r}, model_name={self.model_name!r})"
+        )
 
 
 class ScorerProcess:
@@ -80,6 +56,7 @@ class ScorerProcess:
         require_schema(self.engine)
         self.model: ModelClient = make_client(endpoints.model, endpoints.model_name)
         self.metrics = ScorerMetrics()
+        self.metrics.health.stale_checkpoint_seconds = settings.stale_checkpoint_seconds
         self.server = (
             MetricsServer(self.metrics, endpoints.metrics_host, endpoints.metrics_port).start()
             if endpoints.metrics_port is not None
@@ -92,12 +69,17 @@ class ScorerProcess:
             KafkaSource(endpoints.kafka, settings.group_id, topics),
             self.dead_letters,
             store,
-            self.model,
-            threshold_policy(settings, endpoints),
+            ServedModel(
+                self.model,
+                fixed_threshold=settings.threshold,
+                follow_seconds=settings.model_follow_seconds,
+            ),
             metrics=self.metrics,
             history=_read_history(endpoints.history),
             checkpoints=(
-                default_checkpoints(store, store.reopened)
+                default_checkpoints(
+                    store, store.reopened, timeout_seconds=settings.checkpoint_timeout_seconds
+                )
                 if store.reopenable
                 else InlineCheckpoints(store)
             ),

@@ -18,6 +18,11 @@ parent's connection pool) is closed or flushed from the copy.
 ``fork`` and for unit tests with in-memory stores (a child's writes to an
 in-memory store would be lost with the child).
 
+A forked writer has a time limit (``timeout_seconds``): a child stuck on a lock
+or a half-open connection is killed (its connection dies with it, releasing
+any lock it held) and the checkpoint is retried, so a stuck writer can never
+stop checkpoints and offset commits for good.
+
 Both give the same guarantee: a checkpoint is written only between batches,
 after every alert of the events before its positions is committed, so the
 stored (state, positions) pair is always consistent and a restart from it
@@ -29,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -123,8 +129,11 @@ class ForkedCheckpoints:
     connections (for SQL: a new engine from the same URL).
     """
 
-    def __init__(self, open_store: Callable[[], AlertStore]) -> None:
+    def __init__(
+        self, open_store: Callable[[], AlertStore], *, timeout_seconds: float = 120.0
+    ) -> None:
         self._open_store = open_store
+        self.timeout_seconds = timeout_seconds
         #: Rebalance callbacks may wait from the Kafka client's thread: one reaper at a time.
         self._lock = threading.Lock()
         self._child: int | None = None
@@ -163,12 +172,50 @@ class ForkedCheckpoints:
             return True
 
     def poll(self) -> CheckpointOutcome | None:
-        """The outcome once the child has exited, else None."""
-        return self._reap(os.WNOHANG)
+        """The outcome once the child has exited (or was killed for taking too long)."""
+        outcome = self._reap(os.WNOHANG)
+        if outcome is None and self._overdue():
+            return self._kill()
+        return outcome
+
+    def _overdue(self) -> bool:
+        return self._child is not None and (
+            time.monotonic() - self._started > self.timeout_seconds
+        )
+
+    def _kill(self) -> CheckpointOutcome | None:
+        """Kill an overdue writer; the outcome is a failure the caller retries."""
+        with self._lock:
+            child = self._child
+            if child is None:
+                return None
+            log.error(
+                "checkpoint writer %d still running after %.0f s: killing it",
+                child,
+                self.timeout_seconds,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            self._child = None
+        return CheckpointOutcome(
+            self._positions,
+            False,
+            f"checkpoint writer timed out after {self.timeout_seconds:.0f} s and was killed",
+            dependency_down=True,
+            seconds=time.monotonic() - self._started,
+        )
 
     def wait(self) -> CheckpointOutcome | None:
-        """Block until the child exits; its outcome (None if none was running)."""
-        return self._reap(0)
+        """Block until the child exits or its time is up; its outcome (None if none ran)."""
+        while self._child is not None and not self._overdue():
+            outcome = self._reap(os.WNOHANG)
+            if outcome is not None:
+                return outcome
+            time.sleep(0.01)
+        if self._child is not None:
+            return self._kill()
+        return self._reap(os.WNOHANG)
 
     def _reap(self, flags: int) -> CheckpointOutcome | None:
         with self._lock:
@@ -227,8 +274,10 @@ def _write(open_store: Callable[[], AlertStore], snapshot: Callable[[], SavedSta
     return _WRITTEN
 
 
-def default_checkpoints(store: AlertStore, open_store: Callable[[], AlertStore]) -> Checkpoints:
+def default_checkpoints(
+    store: AlertStore, open_store: Callable[[], AlertStore], *, timeout_seconds: float = 120.0
+) -> Checkpoints:
     """Forked checkpoints where the platform can fork, inline ones elsewhere."""
     if hasattr(os, "fork"):
-        return ForkedCheckpoints(open_store)
+        return ForkedCheckpoints(open_store, timeout_seconds=timeout_seconds)
     return InlineCheckpoints(store)

@@ -175,6 +175,43 @@ class KafkaSource:
         self._new_assignment = None
         self._consumer.subscribe(self._topics, listener=self._listener)
 
+    def rewind(self, positions: dict[Partition, int]) -> None:
+        """Seek every assigned partition to ``positions``, to its beginning when absent."""
+        from kafka import TopicPartition
+
+        missing = []
+        for tp in self._consumer.assignment():
+            offset = positions.get((tp.topic, tp.partition))
+            if offset is None:
+                missing.append(tp)
+            else:
+                self._consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
+        if missing:
+            self._consumer.seek_to_beginning(*missing)
+
+    def beginning_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """The first offset the broker still holds of each of ``partitions``."""
+        from kafka import TopicPartition
+
+        found = self._consumer.beginning_offsets([TopicPartition(t, p) for t, p in partitions])
+        return {(tp.topic, tp.partition): int(offset) for tp, offset in found.items()}
+
+    def committed(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """The group's committed offsets of ``partitions`` (those that have one)."""
+        from kafka import TopicPartition
+
+        out = {}
+        for topic, partition in partitions:
+            offset = self._consumer.committed(TopicPartition(topic, partition))
+            if offset is not None:
+                out[(topic, partition)] = int(offset)
+        return out
+
+    def leave(self) -> None:
+        """Leave the group until :meth:`rejoin`."""
+        self._consumer.unsubscribe()
+        self._new_assignment = None
+
     def partition_count(self, topic: str) -> int | None:
         """Partitions of ``topic`` in the cluster metadata (None if not known yet)."""
         partitions = self._consumer.partitions_for_topic(topic)

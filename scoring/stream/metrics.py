@@ -27,16 +27,39 @@ class Health:
     last_error: str = ""
     last_batch_at: float = field(default_factory=time.time)
     lag: int = 0
+    #: Why the state cannot be restored (the scorer holds), or "" when it can.
+    state: str = ""
+    #: The model version the scorer scores with, and versions it refused (with why).
+    model_version: int | None = None
+    refused_versions: dict[int, str] = field(default_factory=dict)
+    #: Seconds since the last checkpoint while there is progress it does not hold.
+    checkpoint_age_seconds: float = 0.0
+    #: Past this age the checkpoints are stuck: degraded.
+    stale_checkpoint_seconds: float = float("inf")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON body of /healthz."""
-        ok = self.model_ok and self.database_ok and self.broker_ok and self.partitions_ok
+        checkpoint_ok = self.checkpoint_age_seconds <= self.stale_checkpoint_seconds
+        ok = (
+            self.model_ok
+            and self.database_ok
+            and self.broker_ok
+            and self.partitions_ok
+            and not self.state
+            and not self.refused_versions
+            and checkpoint_ok
+        )
         return {
             "status": "ok" if ok else "degraded",
             "model": "ok" if self.model_ok else "unavailable",
+            "model_version": self.model_version,
+            "refused_model_versions": {str(v): r for v, r in self.refused_versions.items()},
             "database": "ok" if self.database_ok else "unavailable",
             "broker": "ok" if self.broker_ok else "unavailable",
             "partitions": "all assigned" if self.partitions_ok else "holding: some assigned",
+            "state": self.state or "ok",
+            "checkpoint_age_seconds": round(self.checkpoint_age_seconds, 3),
+            "checkpoint": "ok" if checkpoint_ok else "stale",
             "lag": self.lag,
             "seconds_since_last_batch": round(time.time() - self.last_batch_at, 3),
             "last_error": self.last_error,
@@ -58,6 +81,21 @@ class ScorerMetrics:
             registry=r,
         )
         self.labels = Counter("fraud_scorer_labels", "Fraud labels applied to state", registry=r)
+        self.repeats = Counter(
+            "fraud_scorer_repeats",
+            "Events dropped as repeats of a transaction already scored (producer retries)",
+            registry=r,
+        )
+        self.refused_model_version = Gauge(
+            "fraud_scorer_refused_model_version",
+            "Newest served model version the scorer refused (0: none)",
+            registry=r,
+        )
+        self.checkpoint_age_seconds = Gauge(
+            "fraud_scorer_checkpoint_age_seconds",
+            "Seconds since the last state checkpoint while there is progress it does not hold",
+            registry=r,
+        )
         self.retries = Counter(
             "fraud_scorer_retries",
             "Retries of an unavailable dependency",

@@ -20,6 +20,10 @@ class DependencyDown(Exception):  # noqa: N818 - reads as a state, like Connecti
     """A backend (database, broker) is unreachable for now: retry later, commit nothing."""
 
 
+class RowsRejected(Exception):  # noqa: N818 - reads as what the backend did
+    """A backend refused the contents of a write (not its availability): find the row."""
+
+
 class Message(NamedTuple):
     """One consumed message, independent of the client library.
 
@@ -82,6 +86,22 @@ class MessageSource(Protocol):
         """Leave the group and join again as a new member (at the next poll)."""
         ...
 
+    def rewind(self, positions: dict[Partition, int]) -> None:
+        """Seek every assigned partition to ``positions`` (to its beginning when absent)."""
+        ...
+
+    def beginning_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """The first offset still held by the broker for each of ``partitions``."""
+        ...
+
+    def committed(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """The group's committed offsets of ``partitions`` (those that have one)."""
+        ...
+
+    def leave(self) -> None:
+        """Leave the group (unsubscribe) until :meth:`rejoin`; nothing is consumed meanwhile."""
+        ...
+
     def close(self) -> None:
         """Leave the group and close connections."""
         ...
@@ -111,4 +131,8 @@ class AlertStore(Protocol):
 
     def load(self) -> SavedState | None:
         """Return the last checkpoint, if any."""
+        ...
+
+    def discard(self) -> int:
+        """Delete the checkpoints (before a rebuild from history); how many there were."""
         ...

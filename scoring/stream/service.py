@@ -1,15 +1,23 @@
-"""The streaming scorer's loop: poll, validate, update state, score, write alerts, commit.
+"""The streaming scorer's loop: poll, decode, update state, score, write alerts, commit.
 
 Delivery: at-least-once consumption plus an idempotent sink. A micro-batch is
-durable once its alerts are committed to the database. Every
-``checkpoint_seconds``, between batches, the behavioural state and the
-positions it reflects are written as a checkpoint (by a forked copy of the
-process, see :mod:`scoring.stream.checkpoints`, so scoring does not pause);
-only once it is written are those positions committed to Kafka. On
+durable once its alerts are committed to the database; the
+:class:`~scoring.stream.checkpointer.Checkpointer` then writes state and
+positions together and only afterwards commits those positions to Kafka. On
 (re)assignment the scorer restores the last checkpoint and seeks to its
-positions, so a crash replays at most the events since that checkpoint —
-through the same state, giving the same scores — and ``alerts.transaction_id``
+positions, so a crash replays at most the events since that checkpoint,
+through the same state, giving the same scores; ``alerts.transaction_id``
 being unique makes the replay write nothing twice.
+
+Nothing a message carries stops the loop. A message that fails to decode is
+a dead letter (:mod:`.decoder`); a batch whose feature computation raises is
+replayed from the last checkpoint, one message at a time around the failure,
+until the message that raises is known — it becomes a dead letter with the
+reason and every other event is scored as if it had never been there; rows
+the model rejects as invalid are found by splitting the request; rows the
+database refuses are found by writing one at a time (:mod:`.alert_writer`).
+Transient faults of the model server, the database or the broker are
+retried with backoff and never dead-lettered.
 """
 
 from __future__ import annotations
@@ -19,26 +27,34 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from features import spec
-from features.behaviour import BehaviourState
+from features.behaviour import BehaviourConfig, BehaviourState
 from features.model_inputs import to_model_inputs
-from ingest.kafka_io import (
-    BATCH_DECODE_MIN_MESSAGES,
-    decode_label,
-    decode_transaction,
-    decode_transactions,
-    message_where,
-)
-from ingest.records import records_to_table
 from ingest.validation import ValidationError
-from scoring.clients.base import ModelClient, ModelRequestError, ModelUnavailable, Prediction
+from scoring.clients.base import ModelRequestError, ModelUnavailable, Prediction
 from scoring.db.repository import NewAlert
-from scoring.stream.checkpoints import CheckpointOutcome, Checkpoints, InlineCheckpoints
+from scoring.stream.alert_writer import AlertWriter
+from scoring.stream.checkpointer import (
+    RECOVERY,
+    Checkpointer,
+    Restored,
+    open_checkpoint,
+    sealed_snapshot,
+)
+from scoring.stream.checkpoints import Checkpoints, InlineCheckpoints
+from scoring.stream.decoder import (
+    BatchDecoder,
+    DecodedBatch,
+    MessageId,
+    message_id,
+    unexpected,
+    where,
+)
 from scoring.stream.metrics import ScorerMetrics
 from scoring.stream.ports import (
     AlertStore,
@@ -47,18 +63,31 @@ from scoring.stream.ports import (
     Message,
     MessageSource,
     Partition,
+    RowsRejected,
     SavedState,
 )
 from scoring.stream.retry import Aborted, retry_until_done
+from scoring.stream.sealed import CheckpointUnusable
+from scoring.stream.served_model import ModelRefused, ServedModel
 from scoring.stream.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 
 #: How far behind the fastest partition expiry may be held for the slowest one.
 MAX_EXPIRY_HOLD_US = 7 * 86_400 * 1_000_000
-#: Resolves the alert threshold of the model version that produced a prediction.
-ThresholdOf = Callable[[Prediction], float]
+#: How long the revocation callback waits for the loop to be between batches.
+REVOKE_LOCK_SECONDS = 0.5
 T = TypeVar("T")
+
+
+class BatchObserver(Protocol):
+    """Sees every committed batch (benchmarks measure latencies with it)."""
+
+    def batch_committed(
+        self, scored: list[Message], alerted: list[Message], committed_at: float
+    ) -> None:
+        """``scored`` events were committed at ``committed_at``; ``alerted`` became alerts."""
+        ...
 
 
 @dataclass
@@ -69,6 +98,7 @@ class RunSummary:
     alerts: int = 0
     dead_letters: int = 0
     labels: int = 0
+    repeats: int = 0
     batches: int = 0
     seconds: float = 0.0
     #: From the start of the first batch to the end of the last one.
@@ -83,6 +113,7 @@ class RunSummary:
             "alerts": self.alerts,
             "dead_letters": self.dead_letters,
             "labels": self.labels,
+            "repeats": self.repeats,
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
             "active_seconds": round(self.active_seconds, 3),
@@ -92,13 +123,18 @@ class RunSummary:
 
 
 @dataclass
-class _Decoded:
-    """One micro-batch after validation: valid transactions (in message order), labels, dead."""
+class _Scored:
+    """What computing one batch produced, before anything is written."""
 
-    transactions: pa.Table
-    transaction_messages: list[Message]
-    labels: list[dict[str, object]] = field(default_factory=list)
-    dead: list[tuple[Message, Exception]] = field(default_factory=list)
+    alerts: list[NewAlert] = field(default_factory=list)
+    alert_messages: list[Message] = field(default_factory=list)
+    scored_messages: list[Message] = field(default_factory=list)
+    rejected: list[tuple[Message, ValidationError]] = field(default_factory=list)
+    repeats: int = 0
+
+
+class _Rewound(Exception):  # noqa: N818 - control flow: the batch was replaced by a replay
+    """The batch raised while computing features; the source was rewound to the checkpoint."""
 
 
 class Scorer:
@@ -110,43 +146,50 @@ class Scorer:
         source: MessageSource,
         dead_letters: DeadLetterSink,
         store: AlertStore,
-        model: ModelClient,
-        threshold_of: ThresholdOf,
+        model: ServedModel,
+        *,
         metrics: ScorerMetrics | None = None,
-        initial_state: Callable[[], BehaviourState] = BehaviourState,
         history: pa.Table | None = None,
         checkpoints: Checkpoints | None = None,
+        observer: BatchObserver | None = None,
+        initial_state: Callable[..., BehaviourState] = BehaviourState,
     ) -> None:
         self.settings = settings
         self.source = source
         self.dead_letters = dead_letters
         self.store = store
         self.model = model
-        self.threshold_of = threshold_of
         self.metrics = metrics or ScorerMetrics()
+        self.observer = observer
         self.summary = RunSummary()
-        self.checkpoints = checkpoints or InlineCheckpoints(store)
+        model.listen(self._model_bound, self._model_refused)
+        self.checkpointer = Checkpointer(
+            settings, store, checkpoints or InlineCheckpoints(store), source, self.metrics
+        )
+        self.decoder = BatchDecoder(settings.labels_topic)
+        self.alert_writer = AlertWriter(store, self._retry)
         self._initial_state = initial_state
         self._history = history
-        self.state = initial_state()
+        self.state: BehaviourState = initial_state()
         self._warmed: bytes | None = None
-        self._positions: dict[Partition, int] = {}
         self._stop = threading.Event()
+        #: Held by the loop while it reads or writes the state; the revocation
+        #: callback (on the Kafka client's thread) takes it or does nothing.
+        self._state_lock = threading.Lock()
         self._rebalanced = False
         self._in_batch = False
-        self._last_checkpoint = time.monotonic()
-        #: Positions of the last checkpoint written (or restored).
-        self._checkpoint_positions: dict[Partition, int] | None = None
-        self._model_version: int | None = None
         self._idle_since: float | None = None
         #: Only some of the transactions topic's partitions are assigned: do not score.
         self._partial = False
+        #: Why the state cannot be restored (the scorer holds until it can), if so.
+        self._blocked: str | None = None
+        #: Messages of a batch that failed in feature computation: replayed one by one.
+        self._suspects: set[MessageId] = set()
+        #: Messages found to break feature computation, with the reason.
+        self._poison: dict[MessageId, str] = {}
         self._first_batch_at: float | None = None
-        #: When set, every alert's event-to-alert latency (s) is appended (benchmarks).
-        self.latency_sink: list[float] | None = None
-        #: When set, every scored event's latency (s) from its Kafka timestamp to the
-        #: commit of its batch — when its alert, had it scored high, was written.
-        self.decision_latency_sink: list[float] | None = None
+        #: The partitions of the last assignment.
+        self._assignment: list[Partition] = []
         #: Latest transaction event time (µs) read from each partition (expiry hold).
         self._event_times: dict[Partition, int] = {}
 
@@ -164,24 +207,12 @@ class Scorer:
     def run(self) -> RunSummary:
         """Consume until stopped (or idle for ``exit_when_idle_seconds``)."""
         started = time.monotonic()
-        self._warm_up()
-        self.source.on_assignment(self._on_assigned, self._on_revoked)
         try:
-            while not self._stop.is_set():
-                if self._partial:
-                    self._wait_for_every_partition()
-                messages = self.source.poll(self.settings.max_wait_ms, self.settings.max_batch)
-                if self._partial:
-                    continue  # this poll brought a partial assignment (and no records)
-                if messages:
-                    self._idle_since = time.monotonic()
-                    self._process(messages)
-                elif self._idle_for_too_long():
-                    break
-                self._maybe_checkpoint()
-                self.metrics.lag.set(self.source.lag())
-            if self._idle_since is not None:
-                self._checkpoint_now()
+            if self._prepare():
+                self.source.on_assignment(self._on_assigned, self._on_revoked)
+                self._loop()
+                if self._idle_since is not None and self._blocked is None:
+                    self._checkpoint_now()
         except Aborted:
             log.warning(
                 "stopped while a dependency was down; events since the last "
@@ -192,6 +223,44 @@ class Scorer:
             self.source.close()
         return self.summary
 
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if self._blocked is not None:
+                self._hold_until_restorable()
+                continue
+            if self._partial:
+                self._wait_for_every_partition()
+            messages = self.source.poll(self.settings.max_wait_ms, self.settings.max_batch)
+            if self._partial or self._blocked is not None:
+                continue  # this poll brought a partial or unusable assignment (and no records)
+            if messages:
+                self._idle_since = time.monotonic()
+                self._process(messages)
+            elif self._idle_for_too_long():
+                break
+            self._between_batches()
+
+    def _between_batches(self) -> None:
+        with self._state_lock:
+            self.checkpointer.maybe_checkpoint(self._snapshot)
+        self.model.follow()
+        lag = self.source.lag()
+        self.metrics.lag.set(lag)
+        health = self.metrics.health
+        health.lag = lag
+        health.checkpoint_age_seconds = self.checkpointer.age_seconds()
+        self.metrics.checkpoint_age_seconds.set(health.checkpoint_age_seconds)
+
+    def _model_bound(self, version: int) -> None:
+        health = self.metrics.health
+        health.model_version = version
+        health.refused_versions = {v: r for v, r in health.refused_versions.items() if v > version}
+        self.metrics.model_version.set(version)
+
+    def _model_refused(self, version: int, reason: str) -> None:
+        self.metrics.health.refused_versions[version] = reason
+        self.metrics.refused_model_version.set(version)
+
     def _idle_for_too_long(self) -> bool:
         """Idle time counts from the first partition assignment (a group join takes seconds)."""
         limit = self.settings.exit_when_idle_seconds
@@ -199,40 +268,125 @@ class Scorer:
             return False
         return time.monotonic() - self._idle_since >= limit
 
-    # -- rebalance ------------------------------------------------------------
+    # -- start-up -------------------------------------------------------------
+
+    def _prepare(self) -> bool:
+        """Before joining the group: bind the model and check the checkpoint.
+
+        Holds (consuming nothing, health degraded) while no usable model version
+        is served or the checkpoint cannot be restored; False if stopped meanwhile.
+        """
+        restored = self._hold(self._restorable, "state")
+        if self._stop.is_set():
+            return False
+        behaviour = restored.state.config if isinstance(restored, Restored) else None
+        if not self._hold(lambda: self._bind(behaviour), "model"):
+            return False
+        if not isinstance(restored, Restored):
+            self._warm_up()
+        return True
+
+    def _bind(self, behaviour: BehaviourConfig | None) -> bool:
+        binding = self.model.bind(behaviour)
+        log.info(
+            "scoring with model version %d (threshold %.6g, label delay %d days)",
+            binding.version,
+            binding.threshold,
+            binding.metadata.delay_days,
+        )
+        return True
+
+    def _hold(self, attempt: Callable[[], T], what: str) -> T | None:
+        """Call ``attempt`` until it succeeds; refusals and outages hold, with the reason."""
+        health = self.metrics.health
+        logged_at = 0.0
+        while not self._stop.is_set():
+            try:
+                result = attempt()
+            except (ModelRefused, CheckpointUnusable, ModelUnavailable, DependencyDown) as err:
+                reason = str(err)
+                if what == "model":
+                    health.model_ok = False
+                else:
+                    health.state = reason
+                health.last_error = reason[:500]
+                if time.monotonic() - logged_at > 60:
+                    log.error("holding: %s", reason)
+                    logged_at = time.monotonic()
+                self._stop.wait(self.settings.hold_check_seconds)
+                continue
+            if what == "model":
+                health.model_ok = True
+            else:
+                health.state = ""
+            return result
+        return None
+
+    def _restorable(self) -> Restored | bool:
+        """Verify the stored checkpoint before joining (CheckpointUnusable if it is not).
+
+        True when there is none and none is needed (a first start, or a rebuild).
+        """
+        saved = self.store.load()
+        if saved is None:
+            self._check_not_lost()
+            return True
+        try:
+            return open_checkpoint(saved, f"checkpoint of group {self.settings.group_id!r}")
+        except CheckpointUnusable as err:
+            if self.settings.rebuild_state:
+                log.warning("%s; --rebuild-state: discarding it and rebuilding", err)
+                self.store.discard()
+                return True
+            raise CheckpointUnusable(f"{err}; {RECOVERY}") from None
+
+    def _check_not_lost(self) -> None:
+        """No checkpoint: refuse to start empty if Kafka has offsets the state went with."""
+        if self.settings.rebuild_state:
+            return
+        committed = self.source.committed(self._topic_partitions())
+        if committed:
+            raise CheckpointUnusable(
+                f"no state checkpoint for group {self.settings.group_id!r}, but Kafka has "
+                f"committed offsets for it ({len(committed)} partitions): the state was lost, "
+                "and resuming with an empty one would give other scores than the batch path; "
+                "restart with `--rebuild-state --history LAKE`"
+            )
+
+    def _topic_partitions(self) -> list[Partition]:
+        topics = [self.settings.topic]
+        if self.settings.labels_topic:
+            topics.append(self.settings.labels_topic)
+        return [
+            (topic, p)
+            for topic in topics
+            for p in range(self.source.partition_count(topic) or 0)
+        ]
 
     def _warm_up(self) -> None:
-        """Before joining the group: warm a fresh state from history unless a checkpoint exists.
+        """Warm a fresh state from history (only when there is no checkpoint).
 
-        Done up front because it can take longer than the group's poll interval;
-        a checkpoint already contains that history (and more), so it is never
-        counted twice.
+        Done before joining the group because it can take longer than the
+        group's poll interval; a checkpoint already holds that history.
         """
-        if self._history is None:
-            return
-        if self._retry(self.store.load, "loading the checkpoint", "database") is not None:
-            log.info("a state checkpoint exists: --history is not replayed again")
-            return
-        state = self._initial_state()
-        rows = state.warm(self._history)
+        config = self.model.binding.metadata.behaviour
+        state = self._initial_state(config)
+        if self._history is not None:
+            rows = state.warm(self._history)
+            log.info("warmed behavioural state from %d history rows", rows)
         self._warmed = state.to_bytes()
-        log.info("warmed behavioural state from %d history rows", rows)
+
+    # -- rebalance ------------------------------------------------------------
 
     def _on_assigned(self, partitions: list[Partition]) -> dict[Partition, int]:
         """Restore state and positions from the last checkpoint (or the warmed start state)."""
-        self.checkpoints.wait()  # a checkpoint still being written is the one to restore
-        saved = self._retry(self.store.load, "loading the checkpoint", "database")
-        if saved is None:
-            self.state = (
-                BehaviourState.from_bytes(self._warmed) if self._warmed else self._initial_state()
-            )
-            self._positions = {}
-        else:
-            self.state = BehaviourState.from_bytes(saved.state)
-            self._positions = dict(saved.positions)
-            self._checkpoint_positions = dict(saved.positions)
-            log.info("restored the state checkpoint at positions %s", saved.positions)
-        # Partitions not read yet count as being at the state's watermark.
+        self._assignment = list(partitions)
+        with self._state_lock:
+            try:
+                positions = self._restore(partitions)
+            except (CheckpointUnusable, DependencyDown) as err:
+                self._block(str(err))
+                return {}
         start = self.state.watermark_us
         self._event_times = {
             p: start for p in partitions if p[0] == self.settings.topic and start is not None
@@ -240,7 +394,41 @@ class Scorer:
         self._rebalanced = True
         self._idle_since = time.monotonic()
         self._partial = self._missing_partitions(partitions)
-        return {p: o for p, o in self._positions.items() if p in set(partitions)}
+        owned = set(partitions)
+        return {p: o for p, o in positions.items() if p in owned}
+
+    def _restore(self, partitions: list[Partition]) -> dict[Partition, int]:
+        restored = self.checkpointer.restore(f"checkpoint of group {self.settings.group_id!r}")
+        if restored is not None:
+            if restored.state.config != self.model.binding.metadata.behaviour:
+                raise CheckpointUnusable(
+                    "the checkpoint's behavioural configuration differs from the bound "
+                    f"model version {self.model.binding.version}'s; {RECOVERY}"
+                )
+            self.state = restored.state
+            log.info("restored the state checkpoint at positions %s", restored.positions)
+            return restored.positions
+        self._check_not_lost()
+        self.state = BehaviourState.from_bytes(self._warmed) if self._warmed else self.state
+        rebuild = self.settings.rebuild_state and self.source.committed(partitions)
+        positions = self.source.beginning_offsets(partitions) if rebuild else {}
+        self.checkpointer.start_fresh(positions)
+        return positions
+
+    def _block(self, reason: str) -> None:
+        log.error("cannot restore the state: %s", reason)
+        self._blocked = reason
+        self.metrics.health.state = reason
+        self.metrics.health.last_error = reason[:500]
+
+    def _hold_until_restorable(self) -> None:
+        """Leave the group; rejoin once the checkpoint can be restored (e.g. use-previous)."""
+        self.source.leave()
+        self._idle_since = None
+        self._hold(self._restorable, "state")
+        if not self._stop.is_set():
+            self._blocked = None
+            self.source.rejoin()
 
     def _missing_partitions(self, partitions: list[Partition]) -> bool:
         """True when the transactions topic has partitions assigned to another member.
@@ -266,12 +454,7 @@ class Scorer:
         return True
 
     def _wait_for_every_partition(self) -> None:
-        """Consume nothing; leave and rejoin the group until a join assigns every partition.
-
-        Rejoining as a new member (rather than waiting for a rebalance that
-        keeps some partitions) gives the complete assignment fresh partition
-        states; see :meth:`MessageSource.rejoin`.
-        """
+        """Consume nothing; leave and rejoin the group until a join assigns every partition."""
         self.source.rejoin()
         self._partial = False
         self._idle_since = None  # not assigned until the next join
@@ -279,138 +462,205 @@ class Scorer:
     def _on_revoked(self, partitions: list[Partition]) -> None:
         """Best-effort checkpoint before losing partitions (one attempt, no Kafka calls).
 
-        Runs on the Kafka client's IO thread; if it fails, the next owner
-        replays from the previous checkpoint, which is just as correct.
+        Runs on the Kafka client's IO thread. It takes the state lock, which
+        the loop holds whenever it touches the state, or gives up: if it
+        cannot checkpoint, the next owner replays from the previous one,
+        which is just as correct.
         """
-        if self._in_batch or not partitions or self._idle_since is None:
+        if not partitions or self._idle_since is None or self._blocked is not None:
             return
-        self.checkpoints.wait()
-        saved = self._snapshot()
+        if not self._state_lock.acquire(timeout=REVOKE_LOCK_SECONDS):
+            return
         try:
-            self.store.write([], saved)
-        except DependencyDown as err:
-            log.warning("checkpoint on revocation failed (%s); the last one stands", err)
+            if self._in_batch or not self.checkpointer.dirty:
+                return
+            self.checkpointer.writer.wait()
+            try:
+                self.store.write([], self._snapshot())
+            except (DependencyDown, RowsRejected) as err:
+                log.warning("checkpoint on revocation failed (%s); the last one stands", err)
+        finally:
+            self._state_lock.release()
 
     # -- one micro-batch ------------------------------------------------------
 
     def _process(self, messages: list[Message]) -> None:
+        """Score a poll's messages; suspects of an earlier failure go one at a time."""
+        if self._suspects and any(message_id(m) in self._suspects for m in messages):
+            for m in messages:
+                self._suspects.discard(message_id(m))
+                if not self._process_batch([m]):
+                    return  # rewound: the rest comes again
+            return
+        self._process_batch(messages)
+
+    def _process_batch(self, messages: list[Message]) -> bool:
+        """One batch from decode to commit; False when it was rewound instead."""
         started = time.monotonic()
         self._rebalanced = False
-        self._in_batch = True
+        with self._state_lock:
+            self._in_batch = True
+            try:
+                decoded = self.decoder.decode(messages, self._poison)
+                scored = self._compute(decoded, messages)
+                inserted, refused = self.alert_writer.write(scored.alerts, scored.alert_messages)
+                dead = decoded.dead + scored.rejected + refused
+                for message, error in dead:
+                    self.dead_letters.send(message, error)
+                self._retry(self.dead_letters.flush, "dead-letter publish", "broker")
+                self.checkpointer.advance(messages)
+            except _Rewound:
+                return False
+            except Aborted:
+                if self._stop.is_set():
+                    raise
+                log.warning("partitions reassigned mid-batch: batch dropped, it will be replayed")
+                return True
+            finally:
+                self._in_batch = False
+        self._count(decoded, scored, dead, inserted, started)
+        return True
+
+    def _compute(self, decoded: DecodedBatch, messages: list[Message]) -> _Scored:
+        """Labels and features into the state, then scores; rewinds if any of it raises."""
         try:
-            decoded = self._decode(messages)
-            self._hold_expiry(decoded)
             if decoded.labels:
                 self.state.apply_labels(_labels_table(decoded.labels))
-            alerts, alert_messages = self._score(decoded)
-            for message, error in decoded.dead:
-                self.dead_letters.send(message, error)
-            self._retry(self.dead_letters.flush, "dead-letter publish", "broker")
-            self._advance_positions(messages)
-            inserted = self._retry(
-                lambda: self.store.write(alerts, None), "alert write", "database"
-            )
-        except Aborted:
-            if self._stop.is_set():
-                raise
-            log.warning("partitions were reassigned mid-batch: batch dropped, it will be replayed")
-            return
-        finally:
-            self._in_batch = False
-        self._count(decoded, alert_messages, inserted, started)
+            self._hold_expiry(decoded)
+            return self._score(decoded)
+        except (Aborted, ModelUnavailable, DependencyDown):
+            raise
+        except Exception as err:
+            self._rewind(messages, err)
+            raise _Rewound from err
 
-    def _count(
-        self, decoded: _Decoded, alert_messages: list[Message], inserted: int, started: float
-    ) -> None:
-        now = time.time()
-        for message in alert_messages:
-            latency = max(0.0, now - message.timestamp_ms / 1000)
-            self.metrics.event_to_alert_seconds.observe(latency)
-            if self.latency_sink is not None:
-                self.latency_sink.append(latency)
-        if self.decision_latency_sink is not None:
-            self.decision_latency_sink.extend(
-                max(0.0, now - m.timestamp_ms / 1000) for m in decoded.transaction_messages
-            )
-        for _, error in decoded.dead:
-            self.metrics.dead_letters.labels(field=getattr(error, "field", None) or "").inc()
-        self.summary.batches += 1
-        self.summary.events += decoded.transactions.num_rows
-        self.summary.alerts += inserted
-        self.summary.dead_letters += len(decoded.dead)
-        self.summary.labels += len(decoded.labels)
-        self.metrics.events.inc(decoded.transactions.num_rows)
-        self.metrics.alerts.inc(inserted)
-        self.metrics.labels.inc(len(decoded.labels))
-        finished = time.monotonic()
-        self.metrics.batch_seconds.observe(finished - started)
-        self._first_batch_at = self._first_batch_at or started
-        self.summary.active_seconds = finished - self._first_batch_at
-        self.metrics.health.last_batch_at = now
-        self.metrics.health.lag = int(self.metrics.lag._value.get())
-
-    def _decode(self, messages: list[Message]) -> _Decoded:
-        """Validate a batch: all transactions at once when all are valid, else one by one."""
-        labels_topic = self.settings.labels_topic
-        transaction_messages = [m for m in messages if m.topic != labels_topic]
-        table = None
-        if len(transaction_messages) >= BATCH_DECODE_MIN_MESSAGES:
-            table = decode_transactions([m.value for m in transaction_messages])
-        if table is not None:
-            out = _Decoded(table, transaction_messages)
-        else:
-            out = self._decode_one_by_one(transaction_messages)
-        for m in messages:
-            if m.topic == labels_topic:
-                try:
-                    out.labels.append(decode_label(m.value, _where(m)))
-                except ValidationError as err:
-                    out.dead.append((m, err))
-        return out
-
-    @staticmethod
-    def _decode_one_by_one(messages: list[Message]) -> _Decoded:
-        """The exact path: each bad message goes to the dead letters with its own reason."""
-        records: list[dict[str, object]] = []
-        valid: list[Message] = []
-        dead: list[tuple[Message, Exception]] = []
-        for m in messages:
-            try:
-                records.append(decode_transaction(m.value, _where(m)))
-                valid.append(m)
-            except ValidationError as err:
-                dead.append((m, err))
-        return _Decoded(records_to_table(records, labelled=False), valid, dead=dead)
-
-    def _score(self, decoded: _Decoded) -> tuple[list[NewAlert], list[Message]]:
+    def _score(self, decoded: DecodedBatch) -> _Scored:
         table = decoded.transactions
+        out = _Scored()
         if not table.num_rows:
-            return [], []
+            return out
+        repeats = self.state.repeats(table)
+        messages = decoded.transaction_messages
+        if repeats.any():
+            out.repeats = int(repeats.sum())
+            keep = np.flatnonzero(~repeats)
+            table = table.take(pa.array(keep, pa.int64()))
+            messages = [messages[i] for i in keep]
+            if not table.num_rows:
+                return out
         features = self.state.update_and_read(table)
         inputs = to_model_inputs(table, features)
-        try:
-            prediction = self._retry(lambda: self.model.predict(inputs), "model predict", "model")
-        except ModelRequestError as err:
-            # The model refuses these inputs: nothing to score them with. Keep
-            # them (dead-letter topic, with the reason) rather than crash-loop.
-            log.error("model rejected the batch: %s", err)
-            decoded.dead.extend((m, err) for m in decoded.transaction_messages)
-            return [], []
-        self._model_version = prediction.model_version
-        self.summary.model_versions.add(prediction.model_version)
-        self.metrics.model_version.set(prediction.model_version)
-        threshold = self.threshold_of(prediction)
-        hits = np.flatnonzero(prediction.scores >= threshold)
-        alerts = _alerts(
+        scores, version, rejected = self._predict(inputs)
+        threshold = self.model.binding.threshold
+        valid = ~np.isnan(scores)
+        out.rejected = [(messages[i], err) for i, err in rejected]
+        out.scored_messages = [m for m, ok in zip(messages, valid, strict=True) if ok]
+        hits = np.flatnonzero(valid & (scores >= threshold))
+        out.alerts = _alerts(
             table.take(pa.array(hits, pa.int64())),
             {name: values[hits] for name, values in inputs.items()},
-            prediction.scores[hits],
+            scores[hits],
             threshold,
-            prediction.model_version,
+            version,
         )
-        return alerts, [decoded.transaction_messages[i] for i in hits]
+        out.alert_messages = [messages[i] for i in hits]
+        if version is not None:
+            self.summary.model_versions.add(version)
+            self.metrics.model_version.set(version)
+        return out
 
-    def _hold_expiry(self, decoded: _Decoded) -> None:
+    def _predict(
+        self, inputs: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, int | None, list[tuple[int, ValidationError]]]:
+        """Scores (NaN for rows the model rejects), the version, and the rejected rows.
+
+        A request the model rejects as invalid is split in halves until the
+        rows it rejects are found; a transient fault is retried.
+        """
+        n = len(next(iter(inputs.values())))
+        scores = np.full(n, np.nan, dtype=np.float32)
+        rejected: list[tuple[int, ValidationError]] = []
+        version: int | None = None
+        pending = [np.arange(n)]
+        while pending:
+            rows = pending.pop()
+            part = inputs if len(rows) == n else {k: v[rows] for k, v in inputs.items()}
+            try:
+                prediction = self._retry(self._predictor(part), "model predict", "model")
+            except ModelRequestError as err:
+                if len(rows) == 1:
+                    reason = f"the model rejected the event: {err}"[:500]
+                    rejected.append((int(rows[0]), ValidationError("model", None, reason)))
+                else:
+                    half = len(rows) // 2
+                    pending += [rows[half:], rows[:half]]
+                continue
+            scores[rows] = prediction.scores
+            version = prediction.model_version
+        return scores, version, sorted(rejected, key=lambda r: r[0])
+
+    def _predictor(self, inputs: dict[str, np.ndarray]) -> Callable[[], Prediction]:
+        return lambda: self.model.predict(inputs)
+
+    def _rewind(self, messages: list[Message], err: BaseException) -> None:
+        """Replace the damaged state by the last checkpoint's and replay from its positions.
+
+        The first failure marks the batch's messages as suspects (replayed one
+        at a time); a failure of a single message marks it as poison (a dead
+        letter on the replay).
+        """
+        reason = unexpected(messages[0], err, "computing features").reason
+        if len(messages) == 1:
+            self._poison[message_id(messages[0])] = reason
+            log.error("%s: %s; it goes to the dead-letter topic", where(messages[0]), reason)
+        else:
+            self._suspects |= {message_id(m) for m in messages}
+            log.error(
+                "a batch of %d messages failed (%s); replaying from the last checkpoint, "
+                "one message at a time around the failure",
+                len(messages),
+                reason,
+            )
+        self.source.rewind(self._restore(self._assignment))
+
+    def _count(
+        self,
+        decoded: DecodedBatch,
+        scored: _Scored,
+        dead: list[tuple[Message, ValidationError]],
+        inserted: int,
+        started: float,
+    ) -> None:
+        now = time.time()
+        metrics, summary = self.metrics, self.summary
+        for message in scored.alert_messages:
+            metrics.event_to_alert_seconds.observe(max(0.0, now - message.timestamp_ms / 1000))
+        if self.observer is not None:
+            self.observer.batch_committed(scored.scored_messages, scored.alert_messages, now)
+        for _, error in dead:
+            metrics.dead_letters.labels(field=error.field or "").inc()
+        events = len(scored.scored_messages)
+        summary.batches += 1
+        summary.events += events
+        summary.alerts += inserted
+        summary.dead_letters += len(dead)
+        summary.labels += len(decoded.labels)
+        summary.repeats += scored.repeats
+        metrics.events.inc(events)
+        metrics.alerts.inc(inserted)
+        metrics.labels.inc(len(decoded.labels))
+        metrics.repeats.inc(scored.repeats)
+        finished = time.monotonic()
+        metrics.batch_seconds.observe(finished - started)
+        self._first_batch_at = self._first_batch_at or started
+        summary.active_seconds = finished - self._first_batch_at
+        metrics.health.last_batch_at = now
+        size = self.state.size()
+        metrics.state_keys.labels(kind="customers").set(size["customers"])
+        metrics.state_keys.labels(kind="terminals").set(size["terminals"])
+        metrics.too_late.set(self.state.terminals.too_late)
+
+    def _hold_expiry(self, decoded: DecodedBatch) -> None:
         """Let state expire only what the slowest partition no longer needs.
 
         Terminal state mixes all partitions, and Kafka may hand us one partition
@@ -431,74 +681,20 @@ class Scorer:
             slowest, fastest = min(self._event_times.values()), max(self._event_times.values())
             self.state.expiry_floor_us = max(slowest, fastest - MAX_EXPIRY_HOLD_US)
 
-    # -- positions, commits and checkpoints ------------------------------------
-
-    def _advance_positions(self, messages: list[Message]) -> None:
-        for m in messages:
-            key = (m.topic, m.partition)
-            self._positions[key] = max(self._positions.get(key, 0), m.offset + 1)
+    # -- checkpoints ------------------------------------------------------------
 
     def _snapshot(self) -> SavedState:
-        return SavedState(self.state.to_bytes(), dict(self._positions), self._model_version)
-
-    def _maybe_checkpoint(self) -> None:
-        """Between batches: collect a finished checkpoint, start the next one when due.
-
-        Never before the first assignment restored the state.
-        """
-        outcome = self.checkpoints.poll()
-        if outcome is not None:
-            self._checkpoint_ended(outcome)
-        if self._idle_since is None or self.checkpoints.running:
-            return
-        if self._positions == self._checkpoint_positions:
-            return  # nothing consumed since the last one: the state is the same
-        if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_seconds:
-            self._last_checkpoint = time.monotonic()
-            self.checkpoints.start(self._snapshot, dict(self._positions))
+        return sealed_snapshot(self.state, self.checkpointer.positions, self.model.binding.version)
 
     def _checkpoint_now(self) -> None:
-        """At shutdown: let a running checkpoint end, then write the final one in-line."""
-        outcome = self.checkpoints.wait()
-        if outcome is not None:
-            self._checkpoint_ended(outcome)
-        if self._positions == self._checkpoint_positions:
-            return
-        saved = self._snapshot()
-        self._retry(lambda: self.store.write([], saved), "checkpoint", "database")
-        # Not timed: at shutdown nothing waits for it; the gauges keep the last running one.
-        self._checkpoint_ended(CheckpointOutcome(saved.positions, True), timed=False)
+        """At shutdown: the final checkpoint, written in-line."""
 
-    def _checkpoint_ended(self, outcome: CheckpointOutcome, *, timed: bool = True) -> None:
-        """After a checkpoint: commit its positions to Kafka, or schedule a retry.
+        def write() -> None:
+            snapshot = self._snapshot()
+            self._retry(lambda: self.store.write([], snapshot), "checkpoint", "database")
 
-        Kafka's committed offsets thus never pass the database checkpoint's
-        positions: a restart seeks there with exactly the state of that moment.
-        """
-        if not outcome.written:
-            log.warning("checkpoint not written (%s); retrying soon", outcome.error)
-            self.metrics.health.last_error = f"checkpoint: {outcome.error}"[:500]
-            if outcome.dependency_down:
-                self.metrics.health.database_ok = False
-                self.metrics.retries.labels(dependency="database").inc()
-            retry_in = min(self.settings.retry_max_seconds, self.settings.checkpoint_seconds)
-            self._last_checkpoint = time.monotonic() - self.settings.checkpoint_seconds + retry_in
-            return
-        self._checkpoint_positions = dict(outcome.positions)
-        if outcome.positions:
-            try:
-                self.source.commit(dict(outcome.positions))
-            except Exception as err:
-                log.warning("offset commit failed (%s); the checkpoint keeps the positions", err)
-        self.metrics.last_checkpoint.set(time.time())
-        self.metrics.checkpoints.inc()
-        if timed:
-            self.metrics.checkpoint_seconds.set(outcome.seconds)
-            self.metrics.checkpoint_pause_seconds.set(outcome.pause_seconds)
-        size = self.state.size()
-        self.metrics.state_keys.labels(kind="customers").set(size["customers"])
-        self.metrics.state_keys.labels(kind="terminals").set(size["terminals"])
-        self.metrics.too_late.set(self.state.terminals.too_late)
+        with self._state_lock:
+            self.checkpointer.checkpoint_now(self._snapshot, write)
 
     # -- retries ----------------------------------------------------------------
 
@@ -538,10 +734,6 @@ class Scorer:
 _HEALTH_FIELD = {"model": "model_ok", "database": "database_ok", "broker": "broker_ok"}
 
 
-def _where(message: Message) -> str:
-    return message_where(message.topic, message.partition, message.offset)
-
-
 def _labels_table(labels: list[dict[str, object]]) -> pa.Table:
     return pa.table(
         {
@@ -560,7 +752,7 @@ def _alerts(
     inputs: dict[str, np.ndarray],
     scores: np.ndarray,
     threshold: float,
-    model_version: int,
+    model_version: int | None,
 ) -> list[NewAlert]:
     """One alert per row, with the model inputs it was scored on as its feature snapshot.
 
@@ -568,6 +760,8 @@ def _alerts(
     when every event alerts, building snapshots value by value cost more than
     scoring the batch.
     """
+    if model_version is None:
+        return []
     names = list(inputs)
     columns = [inputs[name].tolist() for name in names]
     return [

@@ -23,6 +23,21 @@ class ScorerSettings:
     exit_when_idle_seconds: float | None = None
     retry_initial_seconds: float = 0.2
     retry_max_seconds: float = 10.0
+    #: A forked checkpoint writer still running after this is killed (and retried).
+    checkpoint_timeout_seconds: float = 120.0
+    #: How often the scorer asks the model server whether a new version is served.
+    model_follow_seconds: float = 5.0
+    #: While holding (no usable model or state), how often it checks again.
+    hold_check_seconds: float = 5.0
+    #: Without a usable checkpoint: rebuild the state from history and replay the
+    #: topic from its beginning, instead of holding. Ignored when one is usable.
+    rebuild_state: bool = False
+
+    @property
+    def stale_checkpoint_seconds(self) -> float:
+        """Checkpoint age past which the scorer reports itself degraded."""
+        interval, timeout = self.checkpoint_seconds, self.checkpoint_timeout_seconds
+        return max(3 * interval, interval + timeout)
 
     def __post_init__(self) -> None:
         if self.max_batch <= 0 or self.max_wait_ms < 0:
@@ -31,5 +46,7 @@ class ScorerSettings:
             raise InputError(f"--threshold must be within [0, 1], got {self.threshold}")
         if self.checkpoint_seconds <= 0:
             raise InputError("--checkpoint-seconds must be > 0")
+        if self.checkpoint_timeout_seconds <= 0 or self.hold_check_seconds <= 0:
+            raise InputError("--checkpoint-timeout-seconds and hold checks must be > 0")
         if self.labels_topic == self.topic or self.dlq_topic == self.topic:
             raise InputError("the labels and dead-letter topics must differ from --topic")

@@ -1,20 +1,46 @@
-"""The SQL backend of the alert store: alerts and the scorer checkpoint in one transaction."""
+"""The SQL backend of the alert store: alerts and the scorer checkpoint in one transaction.
+
+The two newest checkpoints of a group are kept: ``all`` (the current one) and
+``all~previous``. A current checkpoint that fails its checksum is refused by
+the scorer; the previous one is the documented way back (``fraud checkpoint
+use-previous``), replaying more events, which the idempotent alerts absorb.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 
+from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from scoring.db.engine import in_memory, make_engine, make_sessionmaker
-from scoring.db.repository import NewAlert, insert_alerts, load_checkpoints, save_checkpoint
-from scoring.stream.ports import DependencyDown, SavedState
+from scoring.db.repository import (
+    CHECKPOINTS,
+    NewAlert,
+    insert_alerts,
+    load_checkpoints,
+    save_checkpoint,
+)
+from scoring.stream.ports import DependencyDown, RowsRejected, SavedState
 
-#: The scorer keeps one checkpoint per consumer group (see README: state store).
+#: The scorer keeps one checkpoint per consumer group (see docs/scoring.md: state store).
 PARTITION_KEY = "all"
+#: Where the checkpoint before the current one is kept.
+PREVIOUS_KEY = f"{PARTITION_KEY}~previous"
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A checkpoint row as stored, before its blob is verified."""
+
+    saved: SavedState
+    updated_at: datetime
 
 
 class SqlAlertStore:
@@ -36,46 +62,96 @@ class SqlAlertStore:
         return SqlAlertStore(make_engine(self._engine.url, poolclass=NullPool), self._group)
 
     def write(self, alerts: Sequence[NewAlert], checkpoint: SavedState | None) -> int:
-        """Insert alerts (duplicates ignored) and the checkpoint in one transaction."""
-        with _unavailable_as_down(), self._sessions.begin() as session:
+        """Insert alerts (duplicates ignored) and the checkpoint in one transaction.
+
+        :class:`DependencyDown` when the database cannot be reached (retry);
+        :class:`RowsRejected` when it refuses the contents (a value out of a
+        column's range, a character it cannot store): the caller retries the
+        alerts one at a time to find the row.
+        """
+        with _classified(), self._sessions.begin() as session:
             inserted = insert_alerts(session, alerts) if alerts else 0
             if checkpoint is not None:
-                offsets = {f"{t}:{p}": o for (t, p), o in checkpoint.positions.items()}
-                save_checkpoint(
-                    session,
-                    self._group,
-                    PARTITION_KEY,
-                    offsets,
-                    checkpoint.state,
-                    checkpoint.model_version,
-                )
+                self._save(session, checkpoint)
         return inserted
 
+    def _save(self, session: Session, checkpoint: SavedState) -> None:
+        """Keep the current checkpoint as the previous one, then write the new one."""
+        rows = CHECKPOINTS
+        group = rows.c.consumer_group == self._group
+        session.execute(delete(rows).where(group, rows.c.partition_key == PREVIOUS_KEY))
+        session.execute(
+            update(rows)
+            .where(group, rows.c.partition_key == PARTITION_KEY)
+            .values(partition_key=PREVIOUS_KEY)
+        )
+        offsets = {f"{t}:{p}": o for (t, p), o in checkpoint.positions.items()}
+        save_checkpoint(
+            session, self._group, PARTITION_KEY, offsets, checkpoint.state, checkpoint.model_version
+        )
+
     def load(self) -> SavedState | None:
-        """Return the group's checkpoint, or None on a first start."""
-        with _unavailable_as_down(), self._sessions.begin() as session:
-            found = load_checkpoints(session, self._group).get(PARTITION_KEY)
+        """Return the group's current checkpoint (its blob not verified), None on a first start."""
+        stored = self.stored(PARTITION_KEY)
+        return None if stored is None else stored.saved
+
+    def stored(self, key: str = PARTITION_KEY) -> StoredCheckpoint | None:
+        """The checkpoint row ``key`` (current or previous) with when it was written."""
+        with _classified(), self._sessions.begin() as session:
+            found = load_checkpoints(session, self._group).get(key)
         if found is None:
             return None
         positions = {}
-        for key, offset in found.offsets.items():
-            topic, _, partition = key.rpartition(":")
+        for name, offset in found.offsets.items():
+            topic, _, partition = name.rpartition(":")
             positions[(topic, int(partition))] = int(offset)
-        return SavedState(found.state, positions, found.model_version)
+        return StoredCheckpoint(
+            SavedState(found.state, positions, found.model_version), found.updated_at
+        )
+
+    def use_previous(self) -> bool:
+        """Make the previous checkpoint the current one (the bad current is dropped)."""
+        rows = CHECKPOINTS
+        group = rows.c.consumer_group == self._group
+        with _classified(), self._sessions.begin() as session:
+            if self._count(session, PREVIOUS_KEY) == 0:
+                return False
+            session.execute(delete(rows).where(group, rows.c.partition_key == PARTITION_KEY))
+            session.execute(
+                update(rows)
+                .where(group, rows.c.partition_key == PREVIOUS_KEY)
+                .values(partition_key=PARTITION_KEY)
+            )
+        return True
+
+    def discard(self) -> int:
+        """Delete every checkpoint of the group (before a rebuild from history)."""
+        rows = CHECKPOINTS
+        with _classified(), self._sessions.begin() as session:
+            result = session.execute(delete(rows).where(rows.c.consumer_group == self._group))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def _count(self, session: Session, key: str) -> int:
+        return len(load_checkpoints(session, self._group).keys() & {key})
 
 
 @contextmanager
-def _unavailable_as_down() -> Iterator[None]:
-    """Connection-level failures become DependencyDown; other SQL errors propagate."""
+def _classified() -> Iterator[None]:
+    """Connection-level failures become DependencyDown; refused contents RowsRejected."""
     try:
         yield
     except OperationalError as err:
-        raise DependencyDown(f"database unavailable: {_first_line(err)}") from err
+        raise DependencyDown(f"database unavailable: {first_line(err)}") from err
     except DBAPIError as err:
         if err.connection_invalidated:
-            raise DependencyDown(f"database connection lost: {_first_line(err)}") from err
-        raise
+            raise DependencyDown(f"database connection lost: {first_line(err)}") from err
+        raise RowsRejected(f"database refused the write: {first_line(err)}") from err
+    except (SQLAlchemyError, ValueError, UnicodeError) as err:
+        # Raised while binding values (a NUL character, an unencodable string).
+        raise RowsRejected(f"database refused the write: {first_line(err)}") from err
 
 
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+def first_line(err: BaseException) -> str:
+    """The first line of an error's text, without SQL parameters (engines hide them)."""
+    text = str(getattr(err, "orig", None) or err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__

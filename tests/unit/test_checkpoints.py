@@ -129,3 +129,33 @@ def test_when_fork_fails_the_checkpoint_is_written_in_line(
     outcome = checkpoints.poll()
     assert outcome is not None and outcome.written and outcome.pause_seconds > 0
     assert store.load() == SavedState(b"here", POSITIONS)
+
+
+def test_a_stuck_writer_is_killed_after_its_time_limit_and_the_next_one_writes(
+    store: SqlAlertStore,
+) -> None:
+    """A child stuck on a lock or a half-open connection must not stop checkpoints for good."""
+    stuck = ForkedCheckpoints(slow(store.reopened, 3600), timeout_seconds=0.5)
+    assert stuck.start(lambda: SavedState(b"never written", POSITIONS, 1), POSITIONS)
+    started = time.monotonic()
+    outcome = None
+    while outcome is None and time.monotonic() - started < 10:
+        outcome = stuck.poll()
+        time.sleep(0.05)
+    assert outcome is not None and not outcome.written
+    assert "timed out" in (outcome.error or "") and outcome.dependency_down
+    assert 0.5 <= time.monotonic() - started < 5
+    assert not stuck.running and store.load() is None
+
+    fine = ForkedCheckpoints(store.reopened, timeout_seconds=30)
+    assert fine.start(lambda: SavedState(b"written", POSITIONS, 2), POSITIONS)
+    assert (fine.wait() or outcome).written
+    assert store.load() == SavedState(b"written", POSITIONS, 2)
+
+
+def test_wait_gives_up_on_a_stuck_writer_too(store: SqlAlertStore) -> None:
+    stuck = ForkedCheckpoints(slow(store.reopened, 3600), timeout_seconds=0.3)
+    stuck.start(lambda: SavedState(b"x", POSITIONS, 1), POSITIONS)
+    started = time.monotonic()
+    outcome = stuck.wait()
+    assert outcome is not None and not outcome.written and time.monotonic() - started < 5

@@ -46,8 +46,8 @@ def test_choose_model_defaults_the_delay_and_the_training_start(tmp_path):
     ("metadata", "reason"),
     [
         (None, "model metadata not found"),
-        ({"delay_days": 7}, "'threshold' is missing or not a number in \\[0, 1\\]"),
-        ({"threshold": "high"}, "'threshold' is missing or not a number in \\[0, 1\\]"),
+        ({"delay_days": 7}, "'threshold' is missing"),
+        ({"threshold": "high"}, "'threshold' is not a number in \\[0, 1\\]"),
         ({"threshold": 0.5, "delay_days": -1}, "invalid behavioural configuration"),
         ({"threshold": 0.5, "train_start": "last week"}, "'train_start' is not a date"),
     ],

@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from features.errors import InputError
 from ingest.kafka_io import KafkaSettings
-from scoring.clients.base import Prediction
-from scoring.stream.app import Endpoints, threshold_policy
+from scoring.stream.app import Endpoints
 from scoring.stream.metrics import MetricsServer, ScorerMetrics
-from scoring.stream.settings import ScorerSettings
 
 
 def get(url: str) -> tuple[int, str]:
@@ -45,24 +40,30 @@ def test_metrics_and_health_are_served_and_reflect_outages():
         server.stop()
 
 
-def prediction(version: int) -> Prediction:
-    return Prediction(np.zeros(1, np.float32), version)
+def test_threshold_fixed_or_from_each_served_versions_metadata():
+    from features.model_dir import ModelMetadata
+    from scoring.stream.served_model import ModelRefused, ServedModel
+    from tests.unit.scorer_fakes import FakeModel
+
+    model = FakeModel(versions={1: ModelMetadata(threshold=0.2)})
+    assert ServedModel(model, fixed_threshold=0.9).bind().threshold == 0.9
+    per_version = ServedModel(model, follow_seconds=0)
+    assert per_version.bind().threshold == 0.2
+    model.versions[2] = ModelMetadata(threshold=0.7)
+    per_version.follow()
+    assert (per_version.binding.version, per_version.binding.threshold) == (2, 0.7)
+    missing = FakeModel(versions={1: ModelMetadata(threshold=None)})
+    with pytest.raises(ModelRefused, match="--threshold"):
+        ServedModel(missing).bind()
+    assert ServedModel(missing, fixed_threshold=0.4).bind().threshold == 0.4
 
 
-def endpoints(model: str, model_dir: Path | None = None) -> Endpoints:
-    return Endpoints(KafkaSettings("127.0.0.1:9092"), "sqlite://", model, model_dir=model_dir)
-
-
-def test_threshold_fixed_or_from_each_versions_metadata(tmp_path: Path):
-    for version, threshold in ((1, 0.2), (2, 0.7)):
-        extra = tmp_path / str(version) / "assets.extra"
-        extra.mkdir(parents=True)
-        (extra / "metadata.json").write_text(json.dumps({"threshold": threshold}))
-        (tmp_path / str(version) / "saved_model.pb").write_bytes(b"")
-    fixed = threshold_policy(ScorerSettings(threshold=0.9), endpoints("grpc://h:1"))
-    assert fixed(prediction(1)) == 0.9
-    per_version = threshold_policy(ScorerSettings(), endpoints("grpc://h:1", tmp_path))
-    assert per_version(prediction(1)) == 0.2 and per_version(prediction(2)) == 0.7
-    unknown = threshold_policy(ScorerSettings(), endpoints("grpc://h:1"))
-    with pytest.raises(InputError, match="--threshold"):
-        unknown(prediction(1))
+def test_endpoints_and_settings_never_show_a_password():
+    endpoints = Endpoints(
+        KafkaSettings("127.0.0.1:9092", sasl_password="kafka-secret"),
+        "postgresql://fraud:db-secret@db/fraud",
+        "grpc://h:1",
+    )
+    shown = repr(endpoints) + str(endpoints) + repr(endpoints.kafka)
+    assert "db-secret" not in shown and "kafka-secret" not in shown
+    assert "fraud@db" in shown or "***" in shown

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -12,150 +11,16 @@ import pytest
 
 from features import spec
 from ingest.kafka_io import BATCH_DECODE_MIN_MESSAGES, decode_transactions
-from scoring.clients.base import ModelRequestError, ModelStatus, ModelUnavailable, Prediction
-from scoring.stream import service
-from scoring.stream.ports import DependencyDown, Message, Partition, SavedState
-from scoring.stream.service import Scorer
-from scoring.stream.settings import ScorerSettings
-
-T0 = datetime(2024, 3, 1, tzinfo=UTC)
-
-
-def tx_message(offset: int, amount: float, customer: str = "C1", **extra) -> Message:
-    record = {
-        "transaction_id": f"t{offset}",
-        "timestamp": (T0 + timedelta(minutes=offset)).isoformat(),
-        "customer_id": customer,
-        "terminal_id": "T1",
-        "amount": amount,
-        **extra,
-    }
-    return Message("transactions", 0, offset, customer.encode(), json.dumps(record).encode(), 0)
-
-
-class FakeSource:
-    def __init__(self, messages: list[Message]) -> None:
-        self.messages = messages
-        self.position = 0
-        self.committed: list[dict[Partition, int]] = []
-        self.assigned: Callable[[list[Partition]], dict[Partition, int]] | None = None
-        self.closed = False
-
-    def on_assignment(self, assigned, revoked) -> None:
-        self.assigned = assigned
-
-    def poll(self, timeout_ms: int, max_records: int) -> list[Message]:
-        if self.assigned is not None:
-            seek = self.assigned([("transactions", 0)])
-            self.assigned = None
-            if ("transactions", 0) in seek:
-                self.position = seek[("transactions", 0)]
-        batch = self.messages[self.position : self.position + max_records]
-        self.position += len(batch)
-        return batch
-
-    def commit(self, positions: dict[Partition, int]) -> None:
-        self.committed.append(dict(positions))
-
-    def keep_alive(self, seconds: float) -> None:
-        pass
-
-    def lag(self) -> int:
-        return len(self.messages) - self.position
-
-    def partition_count(self, topic: str) -> int:
-        return 1
-
-    def rejoin(self) -> None:
-        raise AssertionError("a single-partition source is always complete")
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class FakeDeadLetters:
-    def __init__(self) -> None:
-        self.sent: list[tuple[Message, Exception]] = []
-        self.queued: list[tuple[Message, Exception]] = []
-
-    def send(self, message: Message, reason: Exception) -> None:
-        self.queued.append((message, reason))
-
-    def flush(self) -> None:
-        self.sent += self.queued
-        self.queued = []
-
-
-class FakeStore:
-    def __init__(self, down_for: int = 0) -> None:
-        self.alerts: dict[str, object] = {}
-        self.saved: SavedState | None = None
-        self.down_for = down_for
-        self.writes = 0
-
-    def write(self, alerts, checkpoint) -> int:
-        if self.down_for > 0:
-            self.down_for -= 1
-            raise DependencyDown("database unavailable")
-        self.writes += 1
-        new = [a for a in alerts if a.transaction_id not in self.alerts]
-        self.alerts.update({a.transaction_id: a for a in new})
-        if checkpoint is not None:
-            self.saved = checkpoint
-        return len(new)
-
-    def load(self) -> SavedState | None:
-        return self.saved
-
-
-class FakeModel:
-    """score = amount / 100 capped at 1; version 3."""
-
-    def __init__(self, down_for: int = 0, reject: bool = False) -> None:
-        self.down_for = down_for
-        self.reject = reject
-        self.calls = 0
-        self.seen: list[dict[str, np.ndarray]] = []
-
-    def predict(self, inputs) -> Prediction:
-        self.calls += 1
-        if self.reject:
-            raise ModelRequestError("input 'amount' has the wrong dtype")
-        if self.down_for > 0:
-            self.down_for -= 1
-            raise ModelUnavailable("connection refused")
-        self.seen.append(dict(inputs))
-        scores = np.minimum(inputs["amount"].astype(np.float32) / 100, 1).astype(np.float32)
-        return Prediction(scores=scores, model_version=3)
-
-    def status(self) -> ModelStatus:
-        return ModelStatus(True, 3)
-
-    def close(self) -> None:
-        pass
-
-
-def make_scorer(messages, *, store=None, model=None, checkpoint_seconds=1e-9, **settings):
-    source = FakeSource(messages)
-    dlq = FakeDeadLetters()
-    store = store or FakeStore()
-    model = model or FakeModel()
-    scorer = Scorer(
-        ScorerSettings(
-            threshold=0.5,
-            checkpoint_seconds=checkpoint_seconds,
-            exit_when_idle_seconds=0,
-            retry_initial_seconds=0.001,
-            retry_max_seconds=0.001,
-            **settings,
-        ),
-        source,
-        dlq,
-        store,
-        model,
-        lambda p: 0.5,
-    )
-    return scorer, source, dlq, store, model
+from scoring.stream import decoder
+from scoring.stream.ports import Message
+from tests.unit.scorer_fakes import (
+    T0,
+    FakeModel,
+    FakeSource,
+    FakeStore,
+    make_scorer,
+    tx_message,
+)
 
 
 def test_scores_above_threshold_become_alerts_with_snapshot_and_version():
@@ -170,7 +35,7 @@ def test_scores_above_threshold_become_alerts_with_snapshot_and_version():
     assert alert.features["customer_nb_tx_1d"] == 4.0  # the behavioural state saw all four
     assert set(spec.MODEL_INPUTS) <= set(alert.features)
     assert summary.events == 4 and summary.alerts == 2 and not dlq.sent
-    assert source.committed[-1] == {("transactions", 0): 4}
+    assert source.commits[-1] == {("transactions", 0): 4}
     assert source.closed
 
 
@@ -194,12 +59,12 @@ def test_a_large_batch_is_scored_the_same_whether_validated_at_once_or_one_by_on
     """Batches of BATCH_DECODE_MIN_MESSAGES+ take the column path unless one message is bad."""
     column_path: list[bool] = []
 
-    def spy(values):
-        table = decode_transactions(values)
+    def spy(values, **bounds):
+        table = decode_transactions(values, **bounds)
         column_path.append(table is not None)
         return table
 
-    monkeypatch.setattr(service, "decode_transactions", spy)
+    monkeypatch.setattr(decoder, "decode_transactions", spy)
     n = BATCH_DECODE_MIN_MESSAGES + 44
     messages = [tx_message(i, 30 + (i * 37) % 70, customer=f"C{i % 7}") for i in range(n)]
     if poisoned:
@@ -228,7 +93,7 @@ def test_database_down_is_retried_without_loss_or_duplicates():
     scorer.run()
     assert sorted(store.alerts) == [f"t{i}" for i in range(6)]
     assert scorer.metrics.retries.labels(dependency="database")._value.get() == 4
-    assert source.committed[-1] == {("transactions", 0): 6}
+    assert source.commits[-1] == {("transactions", 0): 6}
     assert scorer.metrics.health.database_ok
 
 
@@ -237,13 +102,14 @@ def test_model_down_is_retried_and_nothing_is_committed_meanwhile():
     scorer, source, _, store, _ = make_scorer([tx_message(0, 99)], model=model)
     scorer.run()
     assert model.calls == 4 and list(store.alerts) == ["t0"]
-    assert source.committed[-1] == {("transactions", 0): 1}
+    assert source.commits[-1] == {("transactions", 0): 1}
 
 
 def test_a_model_that_rejects_the_inputs_sends_the_batch_to_the_dead_letter_topic():
-    scorer, _, dlq, store, _ = make_scorer([tx_message(0, 99)], model=FakeModel(reject=True))
+    model = FakeModel(reject=lambda inputs: True)
+    scorer, _, dlq, store, _ = make_scorer([tx_message(0, 99)], model=model)
     scorer.run()
-    assert not store.alerts and len(dlq.sent) == 1 and "dtype" in str(dlq.sent[0][1])
+    assert not store.alerts and len(dlq.sent) == 1 and "rejects" in str(dlq.sent[0][1])
 
 
 def test_restart_from_an_older_checkpoint_replays_to_identical_features_without_duplicates():
@@ -338,9 +204,8 @@ class SplitGroupSource(FakeSource):
 def test_a_scorer_given_only_some_partitions_scores_nothing_until_it_owns_them_all():
     """After a kill -9 the dead member keeps its partitions until its session expires."""
     messages = [tx_message(i, amount) for i, amount in enumerate([10, 70, 40, 95])]
-    scorer, _, _, store, _ = make_scorer(messages)
     source = SplitGroupSource(messages, joins_before_handover=3)
-    scorer.source = source
+    scorer, _, _, store, _ = make_scorer(messages, source=source)
     source.health = scorer.metrics.health
 
     summary = scorer.run()

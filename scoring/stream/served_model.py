@@ -1,0 +1,170 @@
+"""The model version the scorer scores with, and what that version asks of it.
+
+The scorer never lets the server pick the version per request: it binds to
+one version, reads that version's :class:`~features.model_dir.ModelMetadata`
+through TF Serving's API (the ``fraud_metadata`` signature), and sends every
+request pinned to it. Between batches it looks at what the server serves; a
+new version is followed only when its behavioural configuration (windows,
+label delay, lateness tolerance) is the one the scorer's state was built
+with, and when a threshold is known for it. Anything else is refused,
+visibly (log, ``/healthz``, a metric), and the bound version goes on scoring:
+a transaction is never scored by a model whose features it was not given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.behaviour import BehaviourConfig
+from features.model_dir import MetadataError, ModelMetadata
+from scoring.clients.base import ModelClient, ModelRequestError, ModelUnavailable, Prediction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """The bound version, its metadata and the alert threshold used with it."""
+
+    version: int
+    metadata: ModelMetadata
+    threshold: float
+
+
+class ModelRefused(Exception):  # noqa: N818 - reads as what happened to the version
+    """A served version cannot be used by this scorer (and why)."""
+
+
+class ServedModel:
+    """Binds the scorer to one served version and follows compatible new ones."""
+
+    def __init__(
+        self,
+        client: ModelClient,
+        *,
+        fixed_threshold: float | None = None,
+        follow_seconds: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.fixed_threshold = fixed_threshold
+        self.follow_seconds = follow_seconds
+        self._on_refusal: Callable[[int, str], None] = lambda version, reason: None
+        self._on_bound: Callable[[int], None] = lambda version: None
+        self._binding: Binding | None = None
+        self._behaviour: BehaviourConfig | None = None
+        self._refused: dict[int, str] = {}
+        self._checked_at = 0.0
+
+    def listen(self, bound: Callable[[int], None], refused: Callable[[int, str], None]) -> None:
+        """Call ``bound(version)`` on every bind and ``refused(version, reason)`` on refusals."""
+        self._on_bound, self._on_refusal = bound, refused
+
+    @property
+    def binding(self) -> Binding:
+        """The bound version; only valid after :meth:`bind`."""
+        if self._binding is None:
+            raise RuntimeError("no model version bound yet")
+        return self._binding
+
+    @property
+    def refused(self) -> dict[int, str]:
+        """Versions refused so far, with the reason."""
+        return dict(self._refused)
+
+    def bind(self, behaviour: BehaviourConfig | None = None) -> Binding:
+        """Bind to the version served now; ``behaviour`` (a restored state's) must match.
+
+        Raises :class:`ModelUnavailable` while no version is served (retry),
+        :class:`ModelRefused` when the served one cannot be used.
+        """
+        status = self.client.status()
+        if not status.ready or status.version is None:
+            raise ModelUnavailable(f"no model version available: {status.message}")
+        binding = self._check(status.version, behaviour)
+        self._behaviour = binding.metadata.behaviour
+        self._use(binding)
+        return binding
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Prediction:
+        """Score with the bound version (ModelUnavailable while the server does not serve it)."""
+        return self.client.predict(inputs, version=self.binding.version)
+
+    def follow(self, *, force: bool = False) -> None:
+        """Between batches: switch to a newer compatible version, refuse an incompatible one.
+
+        Checks at most every ``follow_seconds`` (unless ``force``); never raises
+        for an unreachable server (the next predict reports that).
+        """
+        now = time.monotonic()
+        if not force and now - self._checked_at < self.follow_seconds:
+            return
+        self._checked_at = now
+        status = self.client.status()
+        version = status.version
+        if not status.ready or version is None or version == self.binding.version:
+            return
+        if version in self._refused:
+            return
+        try:
+            binding = self._check(version, self._behaviour)
+        except ModelRefused as err:
+            self._refuse(version, str(err))
+            return
+        except ModelUnavailable as err:
+            log.warning("could not read the metadata of model version %d yet: %s", version, err)
+            return
+        log.info("now scoring with model version %d (was %d)", version, self.binding.version)
+        self._use(binding)
+
+    def _check(self, version: int, behaviour: BehaviourConfig | None) -> Binding:
+        """Read ``version``'s metadata and check it against ``behaviour``."""
+        try:
+            served = self.client.metadata(version)
+        except (ModelRequestError, MetadataError) as err:
+            raise ModelRefused(f"version {version}: {err}") from None
+        metadata = served.metadata
+        if behaviour is not None and metadata.behaviour != behaviour:
+            raise ModelRefused(
+                f"version {version} was trained with behavioural features {_show(metadata)}, "
+                f"but this scorer's state is built with {_show_config(behaviour)}; "
+                "scoring it would give other scores than the batch path"
+            )
+        threshold = self.fixed_threshold
+        if threshold is None:
+            threshold = metadata.threshold
+        if threshold is None:
+            raise ModelRefused(
+                f"version {version} has no alert threshold in its metadata "
+                "(pass --threshold to score it with a fixed one)"
+            )
+        return Binding(served.version, metadata, threshold)
+
+    def _use(self, binding: Binding) -> None:
+        self._binding = binding
+        self._on_bound(binding.version)
+
+    def _refuse(self, version: int, reason: str) -> None:
+        self._refused[version] = reason
+        log.error(
+            "refusing model version %d, still scoring with version %d: %s",
+            version,
+            self.binding.version,
+            reason,
+        )
+        self._on_refusal(version, reason)
+
+
+def _show(metadata: ModelMetadata) -> str:
+    return _show_config(metadata.behaviour)
+
+
+def _show_config(config: BehaviourConfig) -> str:
+    return (
+        f"(windows {list(config.windows_days)} days, label delay {config.delay_days} days, "
+        f"late tolerance {config.late_tolerance_hours} h)"
+    )
