@@ -8,6 +8,7 @@ columnar (``inputs``) request format. Errors are ``{"error": "<message>"}``.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -140,8 +141,8 @@ def _predict_json(servable: Servable, body: Any) -> dict[str, Any]:
     if "instances" in body:
         return {"predictions": _rows(outputs)}
     if len(outputs) == 1:
-        return {"outputs": next(iter(outputs.values())).tolist()}
-    return {"outputs": {alias: value.tolist() for alias, value in outputs.items()}}
+        return {"outputs": _json_values(next(iter(outputs.values())))}
+    return {"outputs": {alias: _json_values(value) for alias, value in outputs.items()}}
 
 
 def _rows_to_columns(sig: Signature, instances: Any) -> dict[str, list[Any]]:
@@ -197,7 +198,23 @@ def _array(alias: str, values: Any, sig: Signature) -> np.ndarray:
 
 def _rows(outputs: Mapping[str, np.ndarray]) -> Sequence[Any]:
     if len(outputs) == 1:
-        return next(iter(outputs.values())).tolist()
-    columns = {alias: value.tolist() for alias, value in outputs.items()}
+        return _json_values(next(iter(outputs.values())))
+    columns = {alias: _json_values(value) for alias, value in outputs.items()}
     size = len(next(iter(columns.values())))
     return [{alias: column[i] for alias, column in columns.items()} for i in range(size)]
+
+
+def _json_values(array: np.ndarray) -> Any:
+    """An output as JSON values; strings as text, ``{"b64": ...}`` when not UTF-8 (TF Serving's)."""
+    if array.dtype.kind not in "OS":
+        return array.tolist()
+    return [_json_text(v) for v in array.reshape(-1).tolist()]
+
+
+def _json_text(value: Any) -> Any:
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(value).decode("ascii")}

@@ -56,6 +56,8 @@ class ServedModel:
         self._on_refusal: Callable[[int, str], None] = lambda version, reason: None
         self._on_bound: Callable[[int], None] = lambda version: None
         self._binding: Binding | None = None
+        #: Every version bound so far (a batch may straddle a switch).
+        self._known: dict[int, Binding] = {}
         self._behaviour: BehaviourConfig | None = None
         self._refused: dict[int, str] = {}
         self._checked_at = 0.0
@@ -89,6 +91,11 @@ class ServedModel:
         self._behaviour = binding.metadata.behaviour
         self._use(binding)
         return binding
+
+    def threshold_of(self, version: int) -> float:
+        """The alert threshold of a version this scorer bound (NaN for any other)."""
+        binding = self._known.get(version)
+        return binding.threshold if binding is not None else float("nan")
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> Prediction:
         """Score with the bound version (ModelUnavailable while the server does not serve it)."""
@@ -146,6 +153,7 @@ class ServedModel:
 
     def _use(self, binding: Binding) -> None:
         self._binding = binding
+        self._known[binding.version] = binding
         self._on_bound(binding.version)
 
     def _refuse(self, version: int, reason: str) -> None:

@@ -550,37 +550,36 @@ class Scorer:
                 return out
         features = self.state.update_and_read(table)
         inputs = to_model_inputs(table, features)
-        scores, version, rejected = self._predict(inputs)
-        threshold = self.model.binding.threshold
+        scores, versions, rejected = self._predict(inputs)
+        thresholds = np.array([self.model.threshold_of(int(v)) for v in versions])
         valid = ~np.isnan(scores)
         out.rejected = [(messages[i], err) for i, err in rejected]
         out.scored_messages = [m for m, ok in zip(messages, valid, strict=True) if ok]
-        hits = np.flatnonzero(valid & (scores >= threshold))
+        hits = np.flatnonzero(valid & (scores >= thresholds))
         out.alerts = _alerts(
             table.take(pa.array(hits, pa.int64())),
             {name: values[hits] for name, values in inputs.items()},
             scores[hits],
-            threshold,
-            version,
+            thresholds[hits],
+            versions[hits],
         )
         out.alert_messages = [messages[i] for i in hits]
-        if version is not None:
-            self.summary.model_versions.add(version)
-            self.metrics.model_version.set(version)
+        self.summary.model_versions.update(int(v) for v in np.unique(versions[valid]))
         return out
 
     def _predict(
         self, inputs: dict[str, np.ndarray]
-    ) -> tuple[np.ndarray, int | None, list[tuple[int, ValidationError]]]:
-        """Scores (NaN for rows the model rejects), the version, and the rejected rows.
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ValidationError]]]:
+        """Scores (NaN where rejected), each row's model version, and the rejected rows.
 
         A request the model rejects as invalid is split in halves until the
-        rows it rejects are found; a transient fault is retried.
+        rows it rejects are found; a transient fault is retried (and the
+        served version looked up again: the bound one may have been replaced).
         """
         n = len(next(iter(inputs.values())))
         scores = np.full(n, np.nan, dtype=np.float32)
+        versions = np.full(n, -1, dtype=np.int64)
         rejected: list[tuple[int, ValidationError]] = []
-        version: int | None = None
         pending = [np.arange(n)]
         while pending:
             rows = pending.pop()
@@ -596,8 +595,8 @@ class Scorer:
                     pending += [rows[half:], rows[:half]]
                 continue
             scores[rows] = prediction.scores
-            version = prediction.model_version
-        return scores, version, sorted(rejected, key=lambda r: r[0])
+            versions[rows] = prediction.model_version
+        return scores, versions, sorted(rejected, key=lambda r: r[0])
 
     def _predictor(self, inputs: dict[str, np.ndarray]) -> Callable[[], Prediction]:
         return lambda: self.model.predict(inputs)
@@ -711,6 +710,8 @@ class Scorer:
             setattr(health, field_name, False)
             health.last_error = f"{what}: {err}"[:500]
             self.metrics.retries.labels(dependency=dependency).inc()
+            if dependency == "model":
+                self.model.follow(force=True)  # the bound version may have been replaced
 
         def wait(seconds: float) -> bool:
             if self._stop.is_set() or (self._in_batch and self._rebalanced):
@@ -751,8 +752,8 @@ def _alerts(
     transactions: pa.Table,
     inputs: dict[str, np.ndarray],
     scores: np.ndarray,
-    threshold: float,
-    model_version: int | None,
+    thresholds: np.ndarray,
+    versions: np.ndarray,
 ) -> list[NewAlert]:
     """One alert per row, with the model inputs it was scored on as its feature snapshot.
 
@@ -760,8 +761,6 @@ def _alerts(
     when every event alerts, building snapshots value by value cost more than
     scoring the batch.
     """
-    if model_version is None:
-        return []
     names = list(inputs)
     columns = [inputs[name].tolist() for name in names]
     return [
@@ -773,10 +772,15 @@ def _alerts(
             event_time=record[spec.TIMESTAMP],
             score=score,
             threshold=threshold,
-            model_version=model_version,
+            model_version=version,
             features=dict(zip(names, values, strict=True)),
         )
-        for record, score, *values in zip(
-            transactions.to_pylist(), scores.tolist(), *columns, strict=True
+        for record, score, threshold, version, *values in zip(
+            transactions.to_pylist(),
+            scores.tolist(),
+            thresholds.tolist(),
+            versions.tolist(),
+            *columns,
+            strict=True,
         )
     ]

@@ -207,3 +207,80 @@ def test_make_client_picks_the_backend(model_server: ModelServer, toy_model_dir:
         make_client(toy_model_dir / "missing")
     with pytest.raises(InputError, match="no host:port"):
         make_client("grpc://")
+
+
+def test_every_client_reads_a_versions_metadata_through_the_serving_api(
+    model_server: ModelServer, tmp_path: Path
+) -> None:
+    """Threshold and behavioural config come through TF Serving's Predict, no model directory."""
+    from tests.fixtures.model_server import export_toy_model
+
+    export_toy_model(model_server.config.model_dir, 7, 0.5, threshold=0.37, delay_days=3)
+    clients = [
+        GrpcModelClient(f"127.0.0.1:{model_server.grpc_port}", timeout_seconds=5),
+        RestModelClient(f"http://127.0.0.1:{model_server.rest_port}"),
+        InProcessModelClient(model_server.config.model_dir, poll_seconds=0.2),
+    ]
+    try:
+        for client in clients:
+            wait_for(lambda c=client: c.status().version == 7)
+            served = client.metadata(7)
+            assert served.version == 7
+            assert served.metadata.threshold == 0.37
+            assert served.metadata.behaviour.delay_days == 3
+            assert served.metadata.details["toy_weight"] == 0.5
+            pinned = client.predict(toy_inputs(5), version=7)
+            assert pinned.model_version == 7
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_version_without_the_metadata_signature_is_a_rejection_not_an_outage(
+    model_server: ModelServer,
+) -> None:
+    import tensorflow as tf
+
+    path = model_server.config.model_dir / "9"
+    staging = model_server.config.model_dir / ".tmp-9"
+    module = tf.Module()
+    module.f = tf.function(lambda x: {"score": x}, input_signature=[tf.TensorSpec([None])])
+    tf.saved_model.save(module, str(staging), signatures={"serving_default": module.f})
+    staging.rename(path)
+    client = GrpcModelClient(f"127.0.0.1:{model_server.grpc_port}", timeout_seconds=5)
+    try:
+        wait_for(lambda: client.status().version == 9)
+        with pytest.raises(ModelRequestError, match="fraud_metadata"):
+            client.metadata(9)
+    finally:
+        client.close()
+
+
+def test_internal_and_unknown_server_errors_are_transient() -> None:
+    """A model server failing internally must be retried, never dead-letter the batch."""
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    codes = [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INVALID_ARGUMENT]
+
+    class Failing(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # noqa: N802
+            context.abort(codes.pop(0), "model fault")
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Failing(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    client = GrpcModelClient(f"127.0.0.1:{port}", timeout_seconds=5)
+    try:
+        with pytest.raises(ModelUnavailable, match="INTERNAL"):
+            client.predict(toy_inputs(2))
+        with pytest.raises(ModelUnavailable, match="UNKNOWN"):
+            client.predict(toy_inputs(2))
+        with pytest.raises(ModelRequestError, match="INVALID_ARGUMENT"):
+            client.predict(toy_inputs(2))
+    finally:
+        client.close()
+        server.stop(0)

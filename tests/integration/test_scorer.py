@@ -153,9 +153,9 @@ def test_checkpoints_are_written_in_the_background_and_their_positions_committed
     kafka_broker, topics, sqlite_url, model_server, bank
 ):
     """A forked child writes each checkpoint while the scorer goes on; Kafka gets its positions."""
-    from features.behaviour import BehaviourState
     from scoring.db.engine import make_engine
     from scoring.db.migrate import upgrade
+    from scoring.stream.checkpointer import open_checkpoint
     from scoring.stream.sql_store import SqlAlertStore
 
     upgrade(make_engine(sqlite_url))
@@ -186,7 +186,7 @@ def test_checkpoints_are_written_in_the_background_and_their_positions_committed
     assert scorer.process.metrics.checkpoint_seconds._value.get() > 0  # by a background writer
     saved = store.load()
     assert saved is not None and saved.positions == _committed(kafka_broker.bootstrap, topics)
-    state = BehaviourState.from_bytes(saved.state)
+    state = open_checkpoint(saved, "test").state
     assert state.size()["customers"] == len(set(first.column("customer_id").to_pylist()))
 
     produce(kafka_broker.bootstrap, topics.transactions, bank.slice(300, 100))
