@@ -3,7 +3,9 @@
 The central promise of the system, checked with the real commands: a model
 trained by `fraud train`, batch scores from `fraud evaluate --scores-out`, and
 the same period streamed through `fraud produce` and `fraud score` (threshold 0,
-so every event is written) against `fraud model-server`.
+so every event is written) against `fraud model-server`. The model is trained
+with a label delay of 3 days, not the default 7: the scorer, given only the
+gRPC endpoint, must learn it from the served model and build its state with it.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def test_streamed_scores_equal_fraud_evaluate_scores(kafka_broker, unique_topic,
         str(models),
         "--epochs",
         "2",
+        "--delay-days",
+        "3",
     )
     fraud(
         "evaluate",
