@@ -31,9 +31,10 @@ def _register() -> None:
 
     app.command("archive")(archive.archive)
     app.command("evaluate")(evaluate.evaluate)
-    from fraud.cli import alerts, db, labels
+    from fraud.cli import alerts, checkpoint, db, labels
 
     app.add_typer(db.app, name="db")
+    app.add_typer(checkpoint.app, name="checkpoint")
     app.add_typer(alerts.app, name="alerts")
     app.add_typer(labels.app, name="labels")
     from fraud.cli import model_server
