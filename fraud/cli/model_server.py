@@ -10,7 +10,7 @@ import typer
 from fraud.errors import InputError
 
 # Defaults repeated from scoring.model_server.limits.Limits (not imported here: the
-# CLI must start without TensorFlow); tests/integration/test_model_server_limits.py
+# CLI must start without TensorFlow); tests/integration/test_model_server_hostile.py
 # checks that they agree.
 _MiB = 1024 * 1024
 

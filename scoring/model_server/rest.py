@@ -283,6 +283,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if not self.parse_request():
                 return
+            if self.request_version == "HTTP/0.9":
+                self._fail(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not supported")
+                return
             if self.command not in ("GET", "POST"):
                 self._fail(
                     HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method {shorten(self.command)}"
@@ -398,6 +401,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer ``status`` and close: the rest of this connection cannot be trusted."""
         self.close_connection = True
         self._linger = drain
+        if self.request_version == "HTTP/0.9":  # a request line too broken to tell: answer 1.x
+            self.request_version = "HTTP/1.0"
         self._send(status, {"error": message}, close=True)
 
 

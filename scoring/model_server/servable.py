@@ -13,7 +13,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from scoring.model_server.errors import ServingError
+from scoring.model_server.errors import ServingError, shorten
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Servable:
             return self.signatures[key]
         except KeyError:
             raise ServingError(
-                "FAILED_PRECONDITION", f'Serving signature key "{key}" not found.'
+                "FAILED_PRECONDITION", f'Serving signature key "{shorten(key)}" not found.'
             ) from None
 
     def signature_defs(self) -> dict[str, meta_graph_pb2.SignatureDef]:
@@ -111,7 +111,7 @@ def check_input_aliases(sig: Signature, inputs: Mapping[str, Any]) -> Mapping[st
         if alias not in sig.inputs:
             raise ServingError(
                 "INVALID_ARGUMENT",
-                f"input tensor alias not found in signature: {alias}. "
+                f"input tensor alias not found in signature: {shorten(alias)}. "
                 f"Inputs expected to be in the set {{{expected}}}.",
             )
     missing = sorted(set(sig.inputs) - set(inputs))
@@ -129,8 +129,8 @@ def _check_output_filter(sig: Signature, output_filter: Sequence[str]) -> tuple[
         if alias not in sig.outputs:
             raise ServingError(
                 "INVALID_ARGUMENT",
-                f"output tensor alias not found in signature: {alias} Outputs expected to be "
-                f"in the set {{{','.join(sig.outputs)}}}.",
+                f"output tensor alias not found in signature: {shorten(alias)} Outputs expected "
+                f"to be in the set {{{','.join(sig.outputs)}}}.",
             )
     return tuple(dict.fromkeys(output_filter)) or sig.outputs
 
