@@ -96,6 +96,7 @@ class RestServer(HTTPServer):
         self._active: set[socket.socket] = set()
         self._active_lock = threading.Lock()
         self._refusals: queue.Queue[socket.socket | None] = queue.Queue(_REFUSALS_QUEUED)
+        self._closing = False
         super().__init__(address, _Handler)
         self._refuser = threading.Thread(target=self._refuse_loop, name="rest-refuse", daemon=True)
         self._refuser.start()
@@ -140,7 +141,7 @@ class RestServer(HTTPServer):
             self.shutdown_request(sock)
 
     def _refuse_loop(self) -> None:
-        while (sock := self._refusals.get()) is not None:
+        while not self._closing and (sock := self._refusals.get()) is not None:
             try:
                 sock.settimeout(1.0)
                 sock.sendall(_BUSY)
@@ -163,7 +164,9 @@ class RestServer(HTTPServer):
     def server_close(self) -> None:
         """Stop listening, then end idle connections; requests in flight still answer."""
         super().server_close()
-        self._refusals.put(None)
+        self._closing = True
+        with suppress(queue.Full):
+            self._refusals.put_nowait(None)
         with self._active_lock:
             active = list(self._active)
         for sock in active:
