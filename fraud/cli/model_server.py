@@ -95,7 +95,6 @@ def model_server(
     require_model_dir(model_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from scoring.model_server.limits import Limits
-    from scoring.model_server.server import ServerConfig, serve
 
     limits = Limits(
         max_batch_rows=max_batch_rows,
@@ -108,6 +107,8 @@ def model_server(
         rest_read_timeout=rest_read_timeout,
         rest_request_timeout=rest_request_timeout,
     )
+    from scoring.model_server.server import ServerConfig, serve  # imports TensorFlow
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     serve(
         ServerConfig(
