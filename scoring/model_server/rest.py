@@ -250,6 +250,10 @@ class _Handler(BaseHTTPRequestHandler):
     _reader: _DeadlineReader
     _linger = False
 
+    def version_string(self) -> str:
+        """The Server header: no Python or library versions."""
+        return "fraud-model-server"
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request access logs (TF Serving does not print them either)."""
 

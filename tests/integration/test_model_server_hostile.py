@@ -479,8 +479,9 @@ def test_many_concurrent_requests_share_the_slots(alive: Server) -> None:
     ],
 )
 def test_error_bodies_are_json_without_internals(alive: Server, data: bytes, status: int) -> None:
-    got, _, body, _ = exchange(alive, data)
+    got, headers, body, _ = exchange(alive, data)
     assert got == status, body
+    assert headers["server"] == "fraud-model-server"
     assert set(body) == {"error"} and isinstance(body["error"], str)
     assert len(body["error"]) < 1000
     assert_no_leak(body["error"], alive)
