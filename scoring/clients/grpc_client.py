@@ -45,7 +45,9 @@ REJECTED_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OU
 _NO_SIGNATURE_CODES = frozenset(
     {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT}
 )
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+#: Largest request or response; the model server's default cap (a batch of the
+#: scorer's default 2,000 rows is about 1 MiB).
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
 
 
@@ -156,7 +158,17 @@ class GrpcModelClient:
 
 def _model_error(err: grpc.RpcError, target: str) -> ModelUnavailable | ModelRequestError:
     code = err.code()  # type: ignore[attr-defined]
-    message = f"{target}: {code.name}: {err.details()}"  # type: ignore[attr-defined]
-    if code in REJECTED_CODES:
+    details = str(err.details() or "")  # type: ignore[attr-defined]
+    message = f"{target}: {code.name}: {details}"
+    if code in REJECTED_CODES or _too_large(code, details):
         return ModelRequestError(message)
     return ModelUnavailable(message)
+
+
+def _too_large(code: grpc.StatusCode, details: str) -> bool:
+    """RESOURCE_EXHAUSTED for a message over the size cap: this request never fits.
+
+    (The same code for a busy server is transient; the scorer splits a request
+    rejected as too large, so its halves fit.)
+    """
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details

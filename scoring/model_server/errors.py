@@ -27,5 +27,11 @@ class ServingError(Exception):
 
 def servable_not_found(model_name: str, version: int | None) -> ServingError:
     """TF Serving's NOT_FOUND for a model name or version that is not loaded."""
-    request = f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
+    name = shorten(model_name)
+    request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
     return ServingError("NOT_FOUND", f"Servable not found for request: {request}")
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters, to quote what a client sent in an error."""
+    return text if len(text) <= limit else f"{text[:limit]}..."

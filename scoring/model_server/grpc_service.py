@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -17,10 +19,15 @@ from tensorflow_serving.apis import (
 )
 
 from scoring.model_server import protos
-from scoring.model_server.errors import ServingError, servable_not_found
+from scoring.model_server.errors import ServingError, servable_not_found, shorten
 from scoring.model_server.manager import ModelManager, VersionStatus
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+#: What a client is told when the server itself failed; the details go to the log.
+INTERNAL_MESSAGE = "Internal error; see the model server's log"
 
 #: tensorflow.error.Code UNKNOWN: the code TF Serving reports for a failed load.
 _UNKNOWN = (
@@ -31,12 +38,27 @@ _UNKNOWN = (
 
 
 def _serve(context: grpc.ServicerContext, call: Callable[[], T]) -> T:
-    """Run ``call``; a ServingError aborts the RPC with its status code and message."""
+    """Run ``call``; a ServingError aborts the RPC with its status code and message.
+
+    Any other exception is the server's own failure: INTERNAL with a generic message,
+    logged here with its stack (code locations only, not its text, which may quote
+    the request).
+    """
     try:
         return call()
     except ServingError as err:
-        context.abort(grpc.StatusCode[err.code], err.message)
-        raise  # unreachable: abort raises
+        code, message = grpc.StatusCode[err.code], err.message
+    except Exception as err:  # nothing of it may reach the client
+        log_internal_error("gRPC request", err)
+        code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+    context.abort(code, message)
+    raise AssertionError("unreachable: abort raises")
+
+
+def log_internal_error(what: str, err: BaseException) -> None:
+    """Log an unexpected failure: its type and stack, not its message (it may quote data)."""
+    stack = "".join(traceback.format_tb(err.__traceback__))
+    log.error("%s failed with %s; stack:\n%s", what, type(err).__name__, stack.rstrip())
 
 
 def _check_name(manager: ModelManager, name: str, version: int | None) -> None:
@@ -47,8 +69,9 @@ def _check_name(manager: ModelManager, name: str, version: int | None) -> None:
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata; Classify/Regress/MultiInference stay UNIMPLEMENTED."""
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, max_rows: int = protos.MAX_BATCH_ROWS) -> None:
         self._manager = manager
+        self._max_rows = max_rows
 
     def Predict(  # noqa: N802 - the gRPC method name
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
@@ -58,7 +81,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         def call() -> predict_pb2.PredictResponse:
             version = protos.requested_version(request.model_spec)
             _check_name(self._manager, request.model_spec.name, version)
-            return protos.predict(self._manager.get(version), request)
+            return protos.predict(self._manager.get(version), request, self._max_rows)
 
         return _serve(context, call)
 
@@ -79,7 +102,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             for field in request.metadata_field:
                 if field != "signature_def":
                     raise ServingError(
-                        "INVALID_ARGUMENT", f"Metadata field {field} is not supported"
+                        "INVALID_ARGUMENT", f"Metadata field {shorten(field)} is not supported"
                     )
                 defs = get_model_metadata_pb2.SignatureDefMap()
                 for key, sig in servable.signature_defs().items():
@@ -127,7 +150,9 @@ def model_statuses(manager: ModelManager, name: str, version: int | None) -> lis
     if version is not None:
         statuses = [s for s in statuses if s.version == version]
         if not statuses:
-            raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
+            raise ServingError(
+                "NOT_FOUND", f"Could not find version {version} of model {shorten(name)}"
+            )
     if not statuses:
-        raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+        raise ServingError("NOT_FOUND", f"Could not find any versions of model {shorten(name)}")
     return statuses

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,9 +10,12 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from scoring.model_server.errors import ServingError
+from scoring.model_server.errors import ServingError, shorten
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -38,6 +42,8 @@ class Servable:
         self.signatures: dict[str, Signature] = {
             name: _signature(name, fn) for name, fn in self._loaded.signatures.items()
         }
+        # Read once at load: the files may be gone by the time metadata is asked for.
+        self._signature_defs = _read_signature_defs(path)
 
     def signature(self, name: str = "") -> Signature:
         """Return the signature ``name`` (empty: ``serving_default``), as TF Serving does."""
@@ -46,14 +52,12 @@ class Servable:
             return self.signatures[key]
         except KeyError:
             raise ServingError(
-                "FAILED_PRECONDITION", f'Serving signature key "{key}" not found.'
+                "FAILED_PRECONDITION", f'Serving signature key "{shorten(key)}" not found.'
             ) from None
 
     def signature_defs(self) -> dict[str, meta_graph_pb2.SignatureDef]:
-        """Read the SignatureDefs of ``saved_model.pb`` (what GetModelMetadata returns)."""
-        saved = saved_model_pb2.SavedModel()
-        saved.ParseFromString((self.path / "saved_model.pb").read_bytes())
-        return dict(saved.meta_graphs[0].signature_def)
+        """The SignatureDefs of the SavedModel (what GetModelMetadata returns)."""
+        return dict(self._signature_defs)
 
     def predict(
         self,
@@ -76,9 +80,17 @@ class Servable:
         try:
             result = sig.function(**tensors)
         except tf.errors.InvalidArgumentError as err:
-            raise ServingError("INVALID_ARGUMENT", err.message) from None
+            # TF's message quotes graph nodes and the Python source paths that defined
+            # them: log it here, answer without it.
+            log.warning(
+                "model %s version %d refused inputs: %s", self.model_name, self.version, _first(err)
+            )
+            raise ServingError(
+                "INVALID_ARGUMENT", "the model refused these inputs (INVALID_ARGUMENT)"
+            ) from None
         except tf.errors.OpError as err:
-            raise ServingError("INTERNAL", err.message) from None
+            log.error("model %s version %d failed: %s", self.model_name, self.version, _first(err))
+            raise ServingError("INTERNAL", "the model failed to compute this batch") from None
         return {alias: result[alias].numpy() for alias in outputs}
 
 
@@ -99,7 +111,7 @@ def check_input_aliases(sig: Signature, inputs: Mapping[str, Any]) -> Mapping[st
         if alias not in sig.inputs:
             raise ServingError(
                 "INVALID_ARGUMENT",
-                f"input tensor alias not found in signature: {alias}. "
+                f"input tensor alias not found in signature: {shorten(alias)}. "
                 f"Inputs expected to be in the set {{{expected}}}.",
             )
     missing = sorted(set(sig.inputs) - set(inputs))
@@ -117,8 +129,8 @@ def _check_output_filter(sig: Signature, output_filter: Sequence[str]) -> tuple[
         if alias not in sig.outputs:
             raise ServingError(
                 "INVALID_ARGUMENT",
-                f"output tensor alias not found in signature: {alias} Outputs expected to be "
-                f"in the set {{{','.join(sig.outputs)}}}.",
+                f"output tensor alias not found in signature: {shorten(alias)} Outputs expected "
+                f"to be in the set {{{','.join(sig.outputs)}}}.",
             )
     return tuple(dict.fromkeys(output_filter)) or sig.outputs
 
@@ -138,8 +150,10 @@ def _to_tensor(alias: str, value: Any, dtype: tf.DType) -> tf.Tensor:
         )
     try:
         return tf.constant(array, dtype=dtype)
-    except (TypeError, ValueError, UnicodeError) as err:
-        raise ServingError("INVALID_ARGUMENT", f"input {alias}: {err}") from None
+    except (TypeError, ValueError, UnicodeError):
+        raise ServingError(
+            "INVALID_ARGUMENT", f"input {alias}: values cannot be converted to {dtype.name}"
+        ) from None
 
 
 def _dtype_name(array: np.ndarray) -> str:
@@ -151,3 +165,18 @@ def _check_batch(tensors: Mapping[str, tf.Tensor]) -> None:
     if len(set(sizes.values())) > 1:
         detail = ", ".join(f"{a}={n}" for a, n in sorted(sizes.items()))
         raise ServingError("INVALID_ARGUMENT", f"inputs have different batch sizes: {detail}")
+
+
+def _read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
+    saved = saved_model_pb2.SavedModel()
+    binary = path / "saved_model.pb"
+    if binary.is_file():
+        saved.ParseFromString(binary.read_bytes())
+    else:
+        text_format.Parse((path / "saved_model.pbtxt").read_text(encoding="utf-8"), saved)
+    return dict(saved.meta_graphs[0].signature_def) if saved.meta_graphs else {}
+
+
+def _first(err: tf.errors.OpError) -> str:
+    """The first line of a TF error, cut short: what it is, not the data it quotes."""
+    return (str(err.message).strip().splitlines() or [type(err).__name__])[0][:200]

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -18,13 +18,11 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 from features.errors import InputError
 from features.model_dir import require_model_dir
 from scoring.model_server.grpc_service import ModelService, PredictionService
+from scoring.model_server.limits import Limits
 from scoring.model_server.manager import ModelManager
 from scoring.model_server.rest import RestServer
 
 log = logging.getLogger(__name__)
-
-#: Largest gRPC message either way; TF Serving accepts up to 2 GiB, batches here are far smaller.
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -37,8 +35,13 @@ class ServerConfig:
     grpc_port: int = 8500
     rest_port: int = 8501
     poll_seconds: float = 2.0
-    # TF releases the GIL while it computes; a few more threads than cores keep both busy.
-    grpc_workers: int = 8
+    #: A version folder must be quiet this long before it is loaded (None: poll_seconds).
+    settle_seconds: float | None = None
+    #: Retries of a version that failed to load, and the wait between them (TF Serving's
+    #: --max_num_load_retries and --load_retry_interval_micros).
+    max_load_retries: int = 5
+    load_retry_interval: float = 60.0
+    limits: Limits = field(default_factory=Limits)
 
 
 class ModelServer:
@@ -47,7 +50,12 @@ class ModelServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.manager = ModelManager(
-            config.model_name, require_model_dir(config.model_dir), config.poll_seconds
+            config.model_name,
+            require_model_dir(config.model_dir),
+            config.poll_seconds,
+            max_load_retries=config.max_load_retries,
+            load_retry_interval=config.load_retry_interval,
+            settle_seconds=config.settle_seconds,
         )
         self.grpc_port = 0
         self.rest_port = 0
@@ -58,16 +66,19 @@ class ModelServer:
     def start(self) -> None:
         """Load the latest version, then listen; ports are known when this returns."""
         self.manager.start()
+        limits = self.config.limits
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(self.config.grpc_workers, thread_name_prefix="grpc"),
+            futures.ThreadPoolExecutor(limits.grpc_workers, thread_name_prefix="grpc"),
             options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", limits.grpc_max_message_bytes),
+                ("grpc.max_receive_message_length", limits.grpc_max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
+            # Beyond this many RPCs running or queued, new ones get RESOURCE_EXHAUSTED.
+            maximum_concurrent_rpcs=limits.grpc_max_concurrent_rpcs,
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.manager), self._grpc
+            PredictionService(self.manager, limits.max_batch_rows), self._grpc
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager), self._grpc
@@ -75,7 +86,7 @@ class ModelServer:
         self.grpc_port = self._bind_grpc()
         self._grpc.start()
         try:
-            self._rest = RestServer((self.config.host, self.config.rest_port), self.manager)
+            self._rest = RestServer((self.config.host, self.config.rest_port), self.manager, limits)
         except OSError as err:
             self.stop()
             address = f"{self.config.host}:{self.config.rest_port}"
