@@ -39,17 +39,25 @@ _SWEEP_EVERY_US = DAY_US
 
 @dataclass(frozen=True)
 class BehaviourConfig:
-    """Windows, label delay and lateness tolerance of the behavioural features."""
+    """Windows, label delay, lateness tolerance and label latency of the behavioural features.
+
+    ``label_latency_minutes``: a label counts for events from ``labelled_at``
+    plus this on (see :mod:`features.terminal_state`); the live terminal stage
+    may lag this far behind the stream for labels and stay exact.
+    """
 
     windows_days: tuple[int, ...] = spec.WINDOWS_DAYS
     delay_days: int = spec.DEFAULT_DELAY_DAYS
     late_tolerance_hours: int = 24
+    label_latency_minutes: int = spec.DEFAULT_LABEL_LATENCY_MINUTES
 
     def __post_init__(self) -> None:
         if not self.windows_days or min(self.windows_days) <= 0:
             raise ValueError(f"windows_days must be positive, got {self.windows_days}")
-        if self.delay_days < 0 or self.late_tolerance_hours < 0:
-            raise ValueError("delay_days and late_tolerance_hours must be >= 0")
+        if min(self.delay_days, self.late_tolerance_hours, self.label_latency_minutes) < 0:
+            raise ValueError(
+                "delay_days, late_tolerance_hours and label_latency_minutes must be >= 0"
+            )
         if self.windows_days != spec.WINDOWS_DAYS:
             raise ValueError(
                 f"the model contract names features for windows {spec.WINDOWS_DAYS}; "
@@ -80,9 +88,7 @@ class BehaviourState:
         self.config = config or BehaviourConfig()
         tolerance_us = self.config.late_tolerance_hours * 3600 * 1_000_000
         self.customers = CustomerStore(self.config.windows_days, tolerance_us)
-        self.terminals = TerminalStore(
-            self.config.windows_days, self.config.delay_days, tolerance_us
-        )
+        self.terminals = terminal_store(self.config)
         #: Latest event time seen (µs), or None before the first event.
         self.watermark_us: int | None = None
         #: Expire nothing needed by events at or after this time (µs); a live
@@ -120,6 +126,7 @@ class BehaviourState:
             times_list,
             table.column(spec.TRANSACTION_ID).to_pylist(),
             frauds,
+            labelled_us(table, times).tolist() if with_labels else None,
         )
         if len(times):
             self._advance(int(times.max()))
@@ -146,14 +153,18 @@ class BehaviourState:
         """Store fraud labels that arrived separately (the labels topic).
 
         ``labels`` has ``transaction_id``, ``terminal_id``, ``timestamp`` (of the
-        transaction) and ``is_fraud``. Returns how many matched a stored
-        transaction; the others wait for their transaction.
+        transaction), ``is_fraud`` and, optionally, ``labelled_at``. Returns how
+        many changed a stored transaction; the others wait for their transaction.
         """
-        return self.terminals.apply_labels(
-            labels.column(spec.TRANSACTION_ID).to_pylist(),
-            labels.column(spec.TERMINAL_ID).to_pylist(),
-            to_epoch_us(labels.column(spec.TIMESTAMP)).tolist(),
-            labels.column(spec.LABEL_KEY).to_pylist(),
+        times = to_epoch_us(labels.column(spec.TIMESTAMP))
+        return len(
+            self.terminals.apply_labels(
+                labels.column(spec.TRANSACTION_ID).to_pylist(),
+                labels.column(spec.TERMINAL_ID).to_pylist(),
+                times.tolist(),
+                labels.column(spec.LABEL_KEY).to_pylist(),
+                labelled_us(labels, times).tolist(),
+            )
         )
 
     def warm(self, history: pa.Table) -> int:
@@ -206,6 +217,31 @@ class BehaviourState:
     def from_bytes(cls, data: bytes) -> BehaviourState:
         """Restore a state written by :meth:`to_bytes`."""
         return decode_state(data, cls)
+
+
+def terminal_store(config: BehaviourConfig, *, retention_extra_us: int = 0) -> TerminalStore:
+    """A terminal store with ``config``'s windows, delay, tolerance and label latency."""
+    return TerminalStore(
+        config.windows_days,
+        config.delay_days,
+        config.late_tolerance_hours * 3_600_000_000,
+        config.label_latency_minutes * 60_000_000,
+        retention_extra_us,
+    )
+
+
+def labelled_us(table: pa.Table, times_us: np.ndarray) -> np.ndarray:
+    """When each row's label became known (µs).
+
+    ``labelled_at`` where the table has it, else the transaction's own time:
+    the Handbook's protocol, labels known with the transaction and used once
+    the window's delay has passed.
+    """
+    if spec.LABELLED_AT not in table.column_names:
+        return times_us
+    column = table.column(spec.LABELLED_AT)
+    known = to_epoch_us(column.fill_null(pa.scalar(0, pa.timestamp("us", tz="UTC"))))
+    return np.where(known == 0, times_us, known)
 
 
 def assemble_features(

@@ -41,14 +41,14 @@ def _customer_shard(config: BehaviourConfig, table: pa.Table, times: np.ndarray)
 
 
 def _terminal_shard(config: BehaviourConfig, table: pa.Table, times: np.ndarray) -> np.ndarray:
-    store = TerminalStore(
-        config.windows_days, config.delay_days, config.late_tolerance_hours * 3_600_000_000
-    )
-    return store.update_and_read(
+    from features.behaviour import labelled_us, terminal_store
+
+    return terminal_store(config).update_and_read(
         table.column(spec.TERMINAL_ID).to_pylist(),
         times.tolist(),
         table.column(spec.TRANSACTION_ID).to_pylist(),
         table.column(spec.LABEL_KEY).to_pylist(),
+        labelled_us(table, times).tolist(),
     )
 
 
@@ -66,6 +66,8 @@ def sharded_replay(
         spec.TRANSACTION_ID,
     ]
     terminal_cols = [spec.TERMINAL_ID, spec.TRANSACTION_ID, spec.LABEL_KEY]
+    if spec.LABELLED_AT in table.column_names:
+        terminal_cols.append(spec.LABELLED_AT)
     # Customers cost ~3x terminals per event: give them more shards.
     plans = [
         (_customer_shard, customer_cols, spec.CUSTOMER_ID, 2 * workers),

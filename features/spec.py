@@ -45,6 +45,8 @@ MERCHANT_CATEGORY = "merchant_category"
 COUNTRY = "country"
 CHANNEL = "channel"
 LABEL_KEY = "is_fraud"
+#: When a label became known (labels topic, lake, label files); optional in labelled files.
+LABELLED_AT = "labelled_at"
 
 UNKNOWN = "unknown"
 
@@ -77,6 +79,8 @@ MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
 WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
 #: Days after which a transaction's fraud label is assumed known (chargeback delay).
 DEFAULT_DELAY_DAYS = 7
+#: A label counts for events from its ``labelled_at`` plus this many minutes.
+DEFAULT_LABEL_LATENCY_MINUTES = 60
 
 
 def _behavioural_feature_names(windows: tuple[int, ...]) -> tuple[str, ...]:

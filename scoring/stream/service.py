@@ -63,7 +63,6 @@ from scoring.stream.ports import (
     Message,
     MessageSource,
     Partition,
-    RowsRejected,
     SavedState,
 )
 from scoring.stream.retry import Aborted, retry_until_done
@@ -475,10 +474,9 @@ class Scorer:
             if self._in_batch or not self.checkpointer.dirty:
                 return
             self.checkpointer.writer.wait()
-            try:
-                self.store.write([], self._snapshot())
-            except (DependencyDown, RowsRejected) as err:
-                log.warning("checkpoint on revocation failed (%s); the last one stands", err)
+            self.store.write([], self._snapshot())
+        except Exception as err:  # never into the Kafka client: the last checkpoint stands
+            log.warning("checkpoint on revocation failed (%r); the last one stands", err)
         finally:
             self._state_lock.release()
 
