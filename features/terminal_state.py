@@ -320,7 +320,10 @@ class TerminalStore:
         partition may run ahead of another, so the caller decides (with its
         slowest partition's time) what "now" safely is.
         """
-        cutoff = now_us - self.horizon_us
+        return self.expire_before(now_us - self.horizon_us)
+
+    def expire_before(self, cutoff: int) -> int:
+        """Forget transactions older than ``cutoff`` (µs); return terminals dropped."""
         idle = []
         for tid, hist in self.histories.items():
             if hist.times and hist.times[0] < cutoff:

@@ -1,9 +1,10 @@
 """The alerts schema as SQLAlchemy 2.0 typed ORM models (``contracts.md`` §5).
 
 ``alerts`` holds one row per scored transaction at or above the threshold,
-``alert_reviews`` is the append-only audit of analysts' decisions and
-``scorer_checkpoints`` is where the streaming scorer keeps its consumed offsets
-and behavioural state, committed in the same transaction as its alerts.
+``alert_reviews`` is the append-only audit of analysts' decisions,
+``partition_checkpoints`` is where each streaming scorer keeps the customer
+state of the partitions it owns (incrementally), and ``scorer_checkpoints``
+the terminal stage's state and input positions.
 Schema changes go through the Alembic migrations in ``scoring/migrations``.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -179,6 +181,33 @@ class ScorerCheckpoint(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), server_default=func.now(), onupdate=func.now()
     )
+
+
+class PartitionCheckpoint(Base):
+    """One checkpoint row of one partition's customer state: a full base or a delta.
+
+    A partition's state is its newest ``base`` plus every ``delta`` written
+    after it (``seq`` orders them); each row records the next offset to read
+    and the partition's event-time watermark at that point.
+    """
+
+    __tablename__ = "partition_checkpoints"
+    __table_args__ = (
+        UniqueConstraint("consumer_group", "topic", "partition", "seq"),
+        CheckConstraint("kind IN ('base', 'delta')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consumer_group: Mapped[str] = mapped_column(String(ID_LENGTH))
+    topic: Mapped[str] = mapped_column(String(ID_LENGTH))
+    partition: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
+    watermark_us: Mapped[int | None] = mapped_column(BigInteger)
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=func.now())
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -20,13 +20,27 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from features.behaviour import BehaviourState
 from scoring.stream.checkpoints import CheckpointOutcome, Checkpoints
 from scoring.stream.metrics import ScorerMetrics
 from scoring.stream.ports import AlertStore, Message, MessageSource, Partition, SavedState
 from scoring.stream.sealed import CheckpointUnusable, seal, unseal
-from scoring.stream.settings import ScorerSettings
+
+
+class CheckpointTiming(Protocol):
+    """The settings a checkpointer follows."""
+
+    @property
+    def checkpoint_seconds(self) -> float:
+        """How often a checkpoint is due."""
+        ...
+
+    @property
+    def retry_max_seconds(self) -> float:
+        """The longest wait before retrying a failed one."""
+        ...
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +82,7 @@ class Checkpointer:
 
     def __init__(
         self,
-        settings: ScorerSettings,
+        settings: CheckpointTiming,
         store: AlertStore,
         writer: Checkpoints,
         source: MessageSource,
@@ -141,7 +155,7 @@ class Checkpointer:
             return
         if time.monotonic() - self._last_started >= self.settings.checkpoint_seconds:
             self._last_started = time.monotonic()
-            self.writer.start(snapshot, dict(self.positions))
+            self.writer.start(lambda store: store.write([], snapshot()), dict(self.positions))
 
     def checkpoint_now(self, snapshot: Callable[[], SavedState], write: Callable[[], None]) -> None:
         """At shutdown: let a running checkpoint end, then write the final one in-line.

@@ -39,9 +39,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from scoring.stream.ports import AlertStore, DependencyDown, Partition, SavedState
+from scoring.stream.ports import DependencyDown, Partition
+
+#: What a checkpoint does with a freshly opened store: encode the snapshot, then write it.
+Job = Callable[[Any], None]
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +73,8 @@ class CheckpointOutcome:
 class Checkpoints(Protocol):
     """Starts a checkpoint and reports when it has ended."""
 
-    def start(self, snapshot: Callable[[], SavedState], positions: dict[Partition, int]) -> bool:
-        """Begin writing ``snapshot()``; False if one is still being written."""
+    def start(self, job: Job, positions: dict[Partition, int]) -> bool:
+        """Begin ``job`` (which writes the checkpoint of ``positions``); False if one still runs."""
         ...
 
     def poll(self) -> CheckpointOutcome | None:
@@ -91,7 +94,7 @@ class Checkpoints(Protocol):
 class InlineCheckpoints:
     """Writes each checkpoint at once, in the caller's thread."""
 
-    def __init__(self, store: AlertStore) -> None:
+    def __init__(self, store: Any) -> None:
         self._store = store
         self._outcome: CheckpointOutcome | None = None
 
@@ -100,11 +103,11 @@ class InlineCheckpoints:
         """Never: a checkpoint is finished when :meth:`start` returns."""
         return False
 
-    def start(self, snapshot: Callable[[], SavedState], positions: dict[Partition, int]) -> bool:
-        """Write the snapshot now; the outcome is returned by the next :meth:`poll`."""
+    def start(self, job: Job, positions: dict[Partition, int]) -> bool:
+        """Write the checkpoint now; the outcome is returned by the next :meth:`poll`."""
         started = time.monotonic()
         try:
-            self._store.write([], snapshot())
+            job(self._store)
         except DependencyDown as err:
             self._outcome = CheckpointOutcome(positions, False, str(err), dependency_down=True)
         else:
@@ -129,9 +132,7 @@ class ForkedCheckpoints:
     connections (for SQL: a new engine from the same URL).
     """
 
-    def __init__(
-        self, open_store: Callable[[], AlertStore], *, timeout_seconds: float = 120.0
-    ) -> None:
+    def __init__(self, open_store: Callable[[], Any], *, timeout_seconds: float = 120.0) -> None:
         self._open_store = open_store
         self.timeout_seconds = timeout_seconds
         #: Rebalance callbacks may wait from the Kafka client's thread: one reaper at a time.
@@ -148,8 +149,8 @@ class ForkedCheckpoints:
         """True while the child is writing."""
         return self._child is not None
 
-    def start(self, snapshot: Callable[[], SavedState], positions: dict[Partition, int]) -> bool:
-        """Fork a child that writes ``snapshot()``; False if the previous one still runs."""
+    def start(self, job: Job, positions: dict[Partition, int]) -> bool:
+        """Fork a child that runs ``job``; False if the previous one still runs."""
         with self._lock:
             if self._child is not None:
                 return False
@@ -160,13 +161,13 @@ class ForkedCheckpoints:
                 log.warning("cannot fork the checkpoint writer (%s): writing in-line", err)
                 self._inline = _outcome(
                     self._positions,
-                    _write(self._open_store, snapshot),
+                    _write(self._open_store, job),
                     time.monotonic() - self._started,
                     self._started,
                 )
                 return True
             if pid == 0:  # the child: write, then leave without running any cleanup
-                _child_main(self._open_store, snapshot)
+                _child_main(self._open_store, job)
             self._child = pid
             self._pause = time.monotonic() - self._started
             return True
@@ -232,13 +233,13 @@ class ForkedCheckpoints:
         return _outcome(self._positions, code, self._pause, self._started)
 
 
-def _child_main(open_store: Callable[[], AlertStore], snapshot: Callable[[], SavedState]) -> None:
+def _child_main(open_store: Callable[[], Any], job: Job) -> None:
     """The forked writer's whole life: it must never return into the scorer's code."""
     code = _FAILED
     try:
         with contextlib.suppress(OSError):
             os.nice(CHILD_NICENESS)
-        code = _write(open_store, snapshot)
+        code = _write(open_store, job)
     finally:
         os._exit(code)
 
@@ -256,15 +257,14 @@ def _outcome(
     return CheckpointOutcome(positions, False, f"checkpoint writer failed ({reason})")
 
 
-def _write(open_store: Callable[[], AlertStore], snapshot: Callable[[], SavedState]) -> int:
-    """Encode and write the snapshot; an exit code for the parent. Never raises.
+def _write(open_store: Callable[[], Any], job: Job) -> int:
+    """Run the job on a freshly opened store; an exit code for the parent. Never raises.
 
-    The snapshot is encoded before the database transaction begins, so the
+    Jobs encode their snapshot before the database transaction begins, so the
     transaction (and, on SQLite, the write lock) lasts only for the write.
     """
     try:
-        saved = snapshot()
-        open_store().write([], saved)
+        job(open_store())
     except DependencyDown as err:
         log.warning("checkpoint not written: %s", err)
         return _DEPENDENCY_DOWN
@@ -275,7 +275,7 @@ def _write(open_store: Callable[[], AlertStore], snapshot: Callable[[], SavedSta
 
 
 def default_checkpoints(
-    store: AlertStore, open_store: Callable[[], AlertStore], *, timeout_seconds: float = 120.0
+    store: Any, open_store: Callable[[], Any], *, timeout_seconds: float = 120.0
 ) -> Checkpoints:
     """Forked checkpoints where the platform can fork, inline ones elsewhere."""
     if hasattr(os, "fork"):

@@ -163,6 +163,15 @@ class KafkaSource:
                 total += max(0, high - self._consumer.position(tp))
         return total
 
+    def drained(self) -> set[Partition]:
+        """Assigned partitions whose position has reached the last fetched high watermark."""
+        out = set()
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None and self._consumer.position(tp) >= high:
+                out.add((tp.topic, tp.partition))
+        return out
+
     def rejoin(self) -> None:
         """Leave the group and subscribe again: the next poll joins as a new member.
 

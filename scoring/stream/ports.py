@@ -78,6 +78,10 @@ class MessageSource(Protocol):
         """Messages behind the end of the assigned partitions (best effort)."""
         ...
 
+    def drained(self) -> set[Partition]:
+        """Assigned partitions read to their end (as of the last fetch)."""
+        ...
+
     def partition_count(self, topic: str) -> int | None:
         """How many partitions ``topic`` has, or None while unknown."""
         ...

@@ -28,6 +28,11 @@ def store(tmp_path: Path) -> SqlAlertStore:
     return SqlAlertStore(engine, "scorer")
 
 
+def writes(snapshot: Callable[[], SavedState]) -> Callable[[AlertStore], None]:
+    """The checkpoint job that stores ``snapshot()``."""
+    return lambda store: store.write([], snapshot())
+
+
 def slow(open_store: Callable[[], AlertStore], seconds: float) -> Callable[[], AlertStore]:
     """Open the store only after ``seconds``: the parent moves on meanwhile."""
 
@@ -46,7 +51,7 @@ def test_the_child_writes_the_state_as_it_was_at_the_fork(store: SqlAlertStore) 
         time.sleep(0.3)  # the parent has changed its state by now
         return SavedState(bytes(state), POSITIONS, 3)
 
-    assert checkpoints.start(snapshot_later, POSITIONS)
+    assert checkpoints.start(writes(snapshot_later), POSITIONS)
     state[:] = b"changed by the parent afterwards"  # the child's copy must not see this
     assert checkpoints.running
     assert checkpoints.poll() is None  # still sleeping
@@ -64,8 +69,8 @@ def test_only_one_checkpoint_runs_at_a_time(store: SqlAlertStore) -> None:
     checkpoints = ForkedCheckpoints(slow(store.reopened, 0.3))
     snapshot = lambda: SavedState(b"first", POSITIONS)  # noqa: E731
 
-    assert checkpoints.start(snapshot, POSITIONS)
-    assert not checkpoints.start(lambda: SavedState(b"second", POSITIONS), POSITIONS)
+    assert checkpoints.start(writes(snapshot), POSITIONS)
+    assert not checkpoints.start(writes(lambda: SavedState(b"second", POSITIONS)), POSITIONS)
     assert checkpoints.wait() is not None
     assert checkpoints.wait() is None  # nothing left to wait for
     assert store.load() == SavedState(b"first", POSITIONS)
@@ -76,7 +81,7 @@ def test_a_database_outage_in_the_child_is_reported_as_retryable(store: SqlAlert
         raise DependencyDown("database unavailable: connection refused")
 
     checkpoints = ForkedCheckpoints(unreachable)
-    checkpoints.start(lambda: SavedState(b"s", POSITIONS), POSITIONS)
+    checkpoints.start(writes(lambda: SavedState(b"s", POSITIONS)), POSITIONS)
     outcome = checkpoints.wait()
 
     assert outcome is not None and not outcome.written and outcome.dependency_down
@@ -88,7 +93,7 @@ def test_a_failing_snapshot_is_reported_not_raised(store: SqlAlertStore) -> None
         raise ValueError("cannot encode")
 
     checkpoints = ForkedCheckpoints(store.reopened)
-    checkpoints.start(broken, POSITIONS)
+    checkpoints.start(writes(broken), POSITIONS)
     outcome = checkpoints.wait()
 
     assert outcome is not None and not outcome.written and not outcome.dependency_down
@@ -101,7 +106,7 @@ def test_inline_checkpoints_write_at_once_and_report_on_the_next_poll(
 ) -> None:
     checkpoints = InlineCheckpoints(store)
 
-    assert checkpoints.start(lambda: SavedState(b"now", POSITIONS, 1), POSITIONS)
+    assert checkpoints.start(writes(lambda: SavedState(b"now", POSITIONS, 1)), POSITIONS)
     assert store.load() == SavedState(b"now", POSITIONS, 1)
     outcome = checkpoints.poll()
     assert outcome is not None and outcome.written
@@ -124,7 +129,7 @@ def test_when_fork_fails_the_checkpoint_is_written_in_line(
     monkeypatch.setattr("scoring.stream.checkpoints.os.fork", no_fork)
     checkpoints = ForkedCheckpoints(store.reopened)
 
-    assert checkpoints.start(lambda: SavedState(b"here", POSITIONS), POSITIONS)
+    assert checkpoints.start(writes(lambda: SavedState(b"here", POSITIONS)), POSITIONS)
     assert not checkpoints.running
     outcome = checkpoints.poll()
     assert outcome is not None and outcome.written and outcome.pause_seconds > 0
@@ -136,7 +141,7 @@ def test_a_stuck_writer_is_killed_after_its_time_limit_and_the_next_one_writes(
 ) -> None:
     """A child stuck on a lock or a half-open connection must not stop checkpoints for good."""
     stuck = ForkedCheckpoints(slow(store.reopened, 3600), timeout_seconds=0.5)
-    assert stuck.start(lambda: SavedState(b"never written", POSITIONS, 1), POSITIONS)
+    assert stuck.start(writes(lambda: SavedState(b"never written", POSITIONS, 1)), POSITIONS)
     started = time.monotonic()
     outcome = None
     while outcome is None and time.monotonic() - started < 10:
@@ -148,14 +153,14 @@ def test_a_stuck_writer_is_killed_after_its_time_limit_and_the_next_one_writes(
     assert not stuck.running and store.load() is None
 
     fine = ForkedCheckpoints(store.reopened, timeout_seconds=30)
-    assert fine.start(lambda: SavedState(b"written", POSITIONS, 2), POSITIONS)
+    assert fine.start(writes(lambda: SavedState(b"written", POSITIONS, 2)), POSITIONS)
     assert (fine.wait() or outcome).written
     assert store.load() == SavedState(b"written", POSITIONS, 2)
 
 
 def test_wait_gives_up_on_a_stuck_writer_too(store: SqlAlertStore) -> None:
     stuck = ForkedCheckpoints(slow(store.reopened, 3600), timeout_seconds=0.3)
-    stuck.start(lambda: SavedState(b"x", POSITIONS, 1), POSITIONS)
+    stuck.start(writes(lambda: SavedState(b"x", POSITIONS, 1)), POSITIONS)
     started = time.monotonic()
     outcome = stuck.wait()
     assert outcome is not None and not outcome.written and time.monotonic() - started < 5

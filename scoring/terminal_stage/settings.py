@@ -1,0 +1,47 @@
+"""The terminal stage's one frozen settings object; the command line fills it at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from features.errors import InputError
+from ingest.kafka_io import LABELS_TOPIC, TRANSACTIONS_TOPIC
+from scoring.terminal_stage.protocol import STATE_TOPIC
+
+#: The stage's consumer group; also the key of its checkpoint.
+STAGE_GROUP = "fraud-terminal-stage"
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """What the terminal stage reads and writes, and how it batches, publishes and checkpoints."""
+
+    topic: str = TRANSACTIONS_TOPIC
+    labels_topic: str | None = LABELS_TOPIC
+    state_topic: str = STATE_TOPIC
+    dlq_topic: str = "transactions.dlq"
+    group_id: str = STAGE_GROUP
+    #: The scorers' consumer group: their partition checkpoints bound what may expire.
+    scorer_group: str = "fraud-scorer"
+    max_batch: int = 5000
+    max_wait_ms: int = 50
+    #: With nothing new, progress is still published this often (scorers wait on it).
+    publish_idle_seconds: float = 0.1
+    checkpoint_seconds: float = 30.0
+    checkpoint_timeout_seconds: float = 120.0
+    #: Terminal history kept beyond the look-back for scorers that trail the stage.
+    retention_cap_days: int = 30
+    exit_when_idle_seconds: float | None = None
+    retry_initial_seconds: float = 0.2
+    retry_max_seconds: float = 10.0
+    rebuild_state: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_batch <= 0 or self.max_wait_ms < 0:
+            raise InputError("--max-batch must be > 0 and --max-wait-ms >= 0")
+        if self.checkpoint_seconds <= 0 or self.publish_idle_seconds <= 0:
+            raise InputError("--checkpoint-seconds and --publish-idle-seconds must be > 0")
+        if self.retention_cap_days < 0:
+            raise InputError("--retention-cap-days must be >= 0")
+        if self.state_topic in (self.topic, self.labels_topic):
+            raise InputError("the state topic must differ from the input topics")
