@@ -78,6 +78,10 @@ class CustomerStore:
             raise ValueError(f"windows must not exceed the {NOVELTY_DAYS}-day novelty look-back")
         self.horizon_us = max(*self.windows_us, self.novelty_us) + late_tolerance_us
         self.histories: dict[str, CustomerHistory] = {}
+        #: Customers changed, and customers dropped, since the caller last cleared these
+        #: (a live scorer checkpoints only what changed).
+        self.touched: set[str] = set()
+        self.removed: set[str] = set()
 
     def feature_names(self) -> list[str]:
         """Output column names, in the order :meth:`update_and_read` fills them."""
@@ -135,9 +139,11 @@ class CustomerStore:
         horizon_us = self.horizon_us
         values: list[float] = []
         emit = values.extend
+        touch = self.touched.add
         for cid, t, amount, terminal, category, txid in zip(
             customers, times_us, amounts, terminals, categories, transaction_ids, strict=True
         ):
+            touch(cid)
             hist = histories.get(cid)
             if hist is None:
                 hist = histories[cid] = CustomerHistory()
@@ -178,4 +184,6 @@ class CustomerStore:
         idle = [cid for cid, h in self.histories.items() if not h.times or h.times[-1] < cutoff]
         for cid in idle:
             del self.histories[cid]
+        self.removed.update(idle)
+        self.touched.difference_update(idle)
         return len(idle)

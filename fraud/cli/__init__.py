@@ -46,6 +46,9 @@ def _register() -> None:
     from fraud.cli import score
 
     app.command("score")(score.score)
+    from fraud.cli import terminal_stage
+
+    app.command("terminal-stage")(terminal_stage.terminal_stage)
     from fraud.cli import demo
 
     app.command("demo")(demo.demo)

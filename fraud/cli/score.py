@@ -40,7 +40,20 @@ def score(
         Path | None,
         typer.Option(envvar="FRAUD_HISTORY", help="Labelled files to warm the state from."),
     ] = None,
-    labels_topic: Annotated[str, typer.Option(envvar="FRAUD_LABELS_TOPIC")] = "fraud-labels",
+    labels_topic: Annotated[
+        str,
+        typer.Option(
+            envvar="FRAUD_LABELS_TOPIC",
+            help="The labels topic (read by the terminal stage; created if missing).",
+        ),
+    ] = "fraud-labels",
+    state_topic: Annotated[
+        str, typer.Option(envvar="FRAUD_STATE_TOPIC", help="The terminal stage's state topic.")
+    ] = "fraud-terminal-state",
+    stage_group: Annotated[
+        str,
+        typer.Option(envvar="FRAUD_STAGE_GROUP", help="The terminal stage's group (checkpoint)."),
+    ] = "fraud-terminal-stage",
     dlq_topic: Annotated[str, typer.Option(envvar="FRAUD_DLQ_TOPIC")] = "transactions.dlq",
     metrics_port: Annotated[
         int | None,
@@ -90,6 +103,8 @@ def score(
         topic=topic,
         labels_topic=labels_topic or None,
         dlq_topic=dlq_topic,
+        state_topic=state_topic,
+        stage_group=stage_group,
         group_id=group_id,
         threshold=threshold,
         max_batch=max_batch,

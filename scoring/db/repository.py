@@ -18,7 +18,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from features.errors import InputError
-from scoring.db.models import Alert, AlertReview, AlertStatus, ScorerCheckpoint
+from scoring.db.models import (
+    Alert,
+    AlertReview,
+    AlertStatus,
+    PartitionCheckpoint,
+    ScorerCheckpoint,
+)
 
 #: Dialects with ``INSERT ... ON CONFLICT``; others take the portable path.
 _ON_CONFLICT_INSERT: dict[str, Callable[[Table], Any]] = {
@@ -31,6 +37,7 @@ DECIDED = (AlertStatus.CONFIRMED_FRAUD, AlertStatus.FALSE_POSITIVE)
 
 ALERTS = cast(Table, Alert.__table__)
 CHECKPOINTS = cast(Table, ScorerCheckpoint.__table__)
+PARTITION_ROWS = cast(Table, PartitionCheckpoint.__table__)
 
 
 class UnknownAlertError(InputError, LookupError):

@@ -13,10 +13,12 @@ from scoring.clients import ModelClient, make_client
 from scoring.stream.checkpoints import InlineCheckpoints, default_checkpoints
 from scoring.stream.kafka_source import KafkaDeadLetters, KafkaSource
 from scoring.stream.metrics import MetricsServer, ScorerMetrics
+from scoring.stream.replica import TerminalReplica
 from scoring.stream.served_model import ServedModel
 from scoring.stream.service import RunSummary, Scorer
 from scoring.stream.settings import ScorerSettings
-from scoring.stream.sql_store import SqlAlertStore
+from scoring.stream.sql_store import SqlAlertStore, SqlPartitionStore
+from scoring.terminal_stage.state_topic import KafkaStateFollower
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,10 @@ class ScorerProcess:
         from scoring.db.migrate import require_schema
 
         check_reachable(endpoints.kafka)
-        topics = [settings.topic] + ([settings.labels_topic] if settings.labels_topic else [])
-        ensure_topics(endpoints.kafka, {t: 1 for t in [*topics, settings.dlq_topic]})
+        topics = [settings.topic, settings.dlq_topic] + (
+            [settings.labels_topic] if settings.labels_topic else []
+        )
+        ensure_topics(endpoints.kafka, {**{t: 1 for t in topics}, settings.state_topic: 1})
         self.engine = make_engine(endpoints.db_url)
         require_schema(self.engine)
         self.model: ModelClient = make_client(endpoints.model, endpoints.model_name)
@@ -63,25 +67,30 @@ class ScorerProcess:
             else None
         )
         self.dead_letters = KafkaDeadLetters(endpoints.kafka, settings.dlq_topic)
-        store = SqlAlertStore(self.engine, settings.group_id)
+        partitions = SqlPartitionStore(self.engine, settings.group_id)
+        self.follower = KafkaStateFollower(endpoints.kafka, settings.state_topic)
         self.scorer = Scorer(
             settings,
-            KafkaSource(endpoints.kafka, settings.group_id, topics),
+            KafkaSource(endpoints.kafka, settings.group_id, [settings.topic]),
             self.dead_letters,
-            store,
+            SqlAlertStore(self.engine, settings.group_id),
+            partitions,
             ServedModel(
                 self.model,
                 fixed_threshold=settings.threshold,
                 follow_seconds=settings.model_follow_seconds,
             ),
+            TerminalReplica(self.follower, SqlAlertStore(self.engine, settings.stage_group)),
             metrics=self.metrics,
             history=_read_history(endpoints.history),
             checkpoints=(
                 default_checkpoints(
-                    store, store.reopened, timeout_seconds=settings.checkpoint_timeout_seconds
+                    partitions,
+                    partitions.reopened,
+                    timeout_seconds=settings.checkpoint_timeout_seconds,
                 )
-                if store.reopenable
-                else InlineCheckpoints(store)
+                if partitions.reopenable
+                else InlineCheckpoints(partitions)
             ),
         )
 
@@ -91,6 +100,7 @@ class ScorerProcess:
             return self.scorer.run()
         finally:
             self.dead_letters.close()
+            self.follower.close()
             self.model.close()
             self.engine.dispose()
             if self.server is not None:

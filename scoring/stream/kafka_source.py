@@ -42,6 +42,8 @@ class KafkaSource:
         self._assigned_cb: Callable[[list[Partition]], dict[Partition, int]] | None = None
         self._new_assignment: list[Partition] | None = None
         self._listener: Any = None  # set by on_assignment
+        #: Partitions held by the caller: paused until released, whatever else resumes.
+        self._held: set[Partition] = set()
 
     def on_assignment(
         self,
@@ -102,6 +104,7 @@ class KafkaSource:
         from kafka import TopicPartition
 
         self._resume_all()  # a partition kept across the rebalance keeps a pause from before
+        self.hold(sorted(self._held))  # held ones stay held
         first_dropped = {(tp.topic, tp.partition): recs[0].offset for tp, recs in dropped.items()}
         for tp in self._consumer.assignment():
             key = (tp.topic, tp.partition)
@@ -150,9 +153,30 @@ class KafkaSource:
         self._take_new_assignment(returned)
 
     def _resume_all(self) -> None:
-        paused = self._consumer.paused()
+        held = self._held
+        paused = [tp for tp in self._consumer.paused() if (tp.topic, tp.partition) not in held]
         if paused:
             self._consumer.resume(*paused)
+
+    def hold(self, partitions: list[Partition]) -> None:
+        """Pause ``partitions`` until :meth:`release` (keep-alives leave them paused)."""
+        from kafka import TopicPartition
+
+        self._held.update(partitions)
+        assigned = self._consumer.assignment()
+        tps = [TopicPartition(t, p) for t, p in partitions if TopicPartition(t, p) in assigned]
+        if tps:
+            self._consumer.pause(*tps)
+
+    def release(self, partitions: list[Partition]) -> None:
+        """Fetch held partitions again."""
+        from kafka import TopicPartition
+
+        self._held.difference_update(partitions)
+        assigned = self._consumer.assignment()
+        tps = [TopicPartition(t, p) for t, p in partitions if TopicPartition(t, p) in assigned]
+        if tps:
+            self._consumer.resume(*tps)
 
     def lag(self) -> int:
         """Sum over assigned partitions of high watermark minus position."""
@@ -185,18 +209,13 @@ class KafkaSource:
         self._consumer.subscribe(self._topics, listener=self._listener)
 
     def rewind(self, positions: dict[Partition, int]) -> None:
-        """Seek every assigned partition to ``positions``, to its beginning when absent."""
+        """Seek the assigned partitions named in ``positions`` there."""
         from kafka import TopicPartition
 
-        missing = []
         for tp in self._consumer.assignment():
             offset = positions.get((tp.topic, tp.partition))
-            if offset is None:
-                missing.append(tp)
-            else:
+            if offset is not None:
                 self._consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
-        if missing:
-            self._consumer.seek_to_beginning(*missing)
 
     def beginning_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
         """The first offset the broker still holds of each of ``partitions``."""

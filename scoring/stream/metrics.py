@@ -36,6 +36,12 @@ class Health:
     checkpoint_age_seconds: float = 0.0
     #: Past this age the checkpoints are stuck: degraded.
     stale_checkpoint_seconds: float = float("inf")
+    #: Transactions partitions this scorer owns and scores.
+    partitions_owned: list[int] = field(default_factory=list)
+    #: How far (event-time seconds) the terminal stage is behind what the next events need.
+    terminal_stage_lag_seconds: float = 0.0
+    #: Why the scorer waits for the terminal stage, or "" when it does not.
+    terminal_stage: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON body of /healthz."""
@@ -48,6 +54,7 @@ class Health:
             and not self.state
             and not self.refused_versions
             and checkpoint_ok
+            and not self.terminal_stage
         )
         return {
             "status": "ok" if ok else "degraded",
@@ -57,6 +64,9 @@ class Health:
             "database": "ok" if self.database_ok else "unavailable",
             "broker": "ok" if self.broker_ok else "unavailable",
             "partitions": "all assigned" if self.partitions_ok else "holding: some assigned",
+            "partitions_owned": self.partitions_owned,
+            "terminal_stage": self.terminal_stage or "ok",
+            "terminal_stage_lag_seconds": round(self.terminal_stage_lag_seconds, 3),
             "state": self.state or "ok",
             "checkpoint_age_seconds": round(self.checkpoint_age_seconds, 3),
             "checkpoint": "ok" if checkpoint_ok else "stale",
@@ -89,6 +99,29 @@ class ScorerMetrics:
         self.refused_model_version = Gauge(
             "fraud_scorer_refused_model_version",
             "Newest served model version the scorer refused (0: none)",
+            registry=r,
+        )
+        self.partitions_owned = Gauge(
+            "fraud_scorer_partitions_owned", "Transactions partitions owned", registry=r
+        )
+        self.partitions_held = Gauge(
+            "fraud_scorer_partitions_held",
+            "Owned partitions held because their state cannot be restored",
+            registry=r,
+        )
+        self.partitions_restored = Counter(
+            "fraud_scorer_partitions_restored",
+            "Partitions whose state was restored from checkpoint rows",
+            registry=r,
+        )
+        self.terminal_stage_lag_seconds = Gauge(
+            "fraud_scorer_terminal_stage_lag_seconds",
+            "Event-time seconds the terminal stage is behind what the next events need",
+            registry=r,
+        )
+        self.terminal_stage_waits = Counter(
+            "fraud_scorer_terminal_stage_waits",
+            "Batches held until the terminal stage had read far enough",
             registry=r,
         )
         self.checkpoint_age_seconds = Gauge(

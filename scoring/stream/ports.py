@@ -40,6 +40,25 @@ class Message(NamedTuple):
 
 
 @dataclass(frozen=True)
+class PartitionRow:
+    """One checkpoint row of one partition's customer state (see :mod:`.partitions`)."""
+
+    topic: str
+    partition: int
+    seq: int
+    kind: str  # "base" or "delta"
+    state: bytes
+    next_offset: int
+    watermark_us: int | None
+    model_version: int | None = None
+
+    @property
+    def key(self) -> Partition:
+        """The partition as ``(topic, partition)``."""
+        return (self.topic, self.partition)
+
+
+@dataclass(frozen=True)
 class SavedState:
     """A checkpoint: behavioural state and the positions it reflects."""
 
@@ -91,7 +110,7 @@ class MessageSource(Protocol):
         ...
 
     def rewind(self, positions: dict[Partition, int]) -> None:
-        """Seek every assigned partition to ``positions`` (to its beginning when absent)."""
+        """Seek the assigned partitions named in ``positions`` there."""
         ...
 
     def beginning_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
@@ -100,6 +119,14 @@ class MessageSource(Protocol):
 
     def committed(self, partitions: list[Partition]) -> dict[Partition, int]:
         """The group's committed offsets of ``partitions`` (those that have one)."""
+        ...
+
+    def hold(self, partitions: list[Partition]) -> None:
+        """Stop fetching ``partitions`` (they cannot be scored now) until :meth:`release`."""
+        ...
+
+    def release(self, partitions: list[Partition]) -> None:
+        """Fetch held partitions again."""
         ...
 
     def leave(self) -> None:
@@ -139,4 +166,24 @@ class AlertStore(Protocol):
 
     def discard(self) -> int:
         """Delete the checkpoints (before a rebuild from history); how many there were."""
+        ...
+
+
+class PartitionStore(Protocol):
+    """Where scorers keep each partition's customer-state checkpoints."""
+
+    def write_rows(self, rows: Sequence[PartitionRow]) -> None:
+        """Append rows in one transaction (older rows no restore needs are pruned)."""
+        ...
+
+    def rows(self, partition: Partition) -> list[PartitionRow]:
+        """The rows a restore of ``partition`` reads: its newest base and the deltas after it."""
+        ...
+
+    def partitions(self) -> set[Partition]:
+        """Partitions that have checkpoint rows."""
+        ...
+
+    def discard(self) -> int:
+        """Delete every row of the group; how many there were."""
         ...

@@ -5,16 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from features.errors import InputError
+from ingest.kafka_io import DLQ_TOPIC, LABELS_TOPIC, TRANSACTIONS_TOPIC
+from scoring.terminal_stage.protocol import STATE_TOPIC
+from scoring.terminal_stage.settings import STAGE_GROUP
 
 
 @dataclass(frozen=True)
 class ScorerSettings:
     """What the streaming scorer reads, where it writes, and how it batches and retries."""
 
-    topic: str = "transactions"
-    labels_topic: str | None = "fraud-labels"
-    dlq_topic: str = "transactions.dlq"
+    topic: str = TRANSACTIONS_TOPIC
+    #: Read by the terminal stage (not the scorer), whose progress on it the scorer waits for.
+    labels_topic: str | None = LABELS_TOPIC
+    dlq_topic: str = DLQ_TOPIC
     group_id: str = "fraud-scorer"
+    #: The terminal stage's state topic, and its consumer group (its checkpoint's key).
+    state_topic: str = STATE_TOPIC
+    stage_group: str = STAGE_GROUP
     #: Fixed alert threshold; ``None`` means the one chosen at training time.
     threshold: float | None = None
     max_batch: int = 2000

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -22,12 +22,19 @@ from sqlalchemy.pool import NullPool
 from scoring.db.engine import in_memory, make_engine, make_sessionmaker
 from scoring.db.repository import (
     CHECKPOINTS,
+    PARTITION_ROWS,
     NewAlert,
     insert_alerts,
     load_checkpoints,
     save_checkpoint,
 )
-from scoring.stream.ports import DependencyDown, RowsRejected, SavedState
+from scoring.stream.ports import (
+    DependencyDown,
+    Partition,
+    PartitionRow,
+    RowsRejected,
+    SavedState,
+)
 
 #: The scorer keeps one checkpoint per consumer group (see docs/scoring.md: state store).
 PARTITION_KEY = "all"
@@ -155,3 +162,159 @@ def first_line(err: BaseException) -> str:
     """The first line of an error's text, without SQL parameters (engines hide them)."""
     text = str(getattr(err, "orig", None) or err).strip()
     return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+class SqlPartitionStore:
+    """Each scorer partition's checkpoint rows (table ``partition_checkpoints``).
+
+    Rows are appended; writing a base prunes the rows before the *previous*
+    base, so the one before the newest base (and its deltas) stays as the way
+    back when a newer row turns out unusable (``fraud checkpoint use-previous``).
+    """
+
+    def __init__(self, engine: Engine, consumer_group: str) -> None:
+        self._engine = engine
+        self._sessions = make_sessionmaker(engine)
+        self._group = consumer_group
+
+    @property
+    def reopenable(self) -> bool:
+        """False for in-memory SQLite (a new connection would see another database)."""
+        url = self._engine.url
+        return not (url.get_backend_name() == "sqlite" and in_memory(url))
+
+    def reopened(self) -> SqlPartitionStore:
+        """The same store over new connections (for a forked child)."""
+        return SqlPartitionStore(make_engine(self._engine.url, poolclass=NullPool), self._group)
+
+    def write_rows(self, rows: Sequence[PartitionRow]) -> None:
+        """Append ``rows`` in one transaction; prune what no restore needs any more."""
+        if not rows:
+            return
+        table = PARTITION_ROWS
+        with _classified(), self._sessions.begin() as session:
+            session.execute(
+                insert(table),
+                [
+                    {
+                        "consumer_group": self._group,
+                        "topic": r.topic,
+                        "partition": r.partition,
+                        "seq": r.seq,
+                        "kind": r.kind,
+                        "state": r.state,
+                        "next_offset": r.next_offset,
+                        "watermark_us": r.watermark_us,
+                        "model_version": r.model_version,
+                    }
+                    for r in rows
+                ],
+            )
+            for r in rows:
+                if r.kind == "base":
+                    self._prune(session, r.topic, r.partition)
+
+    def _prune(self, session: Session, topic: str, partition: int) -> None:
+        """Delete the rows before the previous base of one partition."""
+        table = PARTITION_ROWS
+        mine = (
+            (table.c.consumer_group == self._group)
+            & (table.c.topic == topic)
+            & (table.c.partition == partition)
+        )
+        bases = session.execute(
+            select(table.c.seq).where(mine, table.c.kind == "base").order_by(table.c.seq.desc())
+        ).scalars().all()
+        if len(bases) > 2:
+            session.execute(delete(table).where(mine, table.c.seq < bases[1]))
+
+    def rows(self, partition: Partition) -> list[PartitionRow]:
+        """The newest base of ``partition`` and every row after it, in order."""
+        return self._chain(partition, newest=True)
+
+    def all_rows(self, partition: Partition) -> list[PartitionRow]:
+        """Every stored row of ``partition`` (both kept bases), in order."""
+        return self._chain(partition, newest=False)
+
+    def _chain(self, partition: Partition, *, newest: bool) -> list[PartitionRow]:
+        table = PARTITION_ROWS
+        topic, number = partition
+        with _classified(), self._sessions.begin() as session:
+            found = session.execute(
+                select(table)
+                .where(
+                    table.c.consumer_group == self._group,
+                    table.c.topic == topic,
+                    table.c.partition == number,
+                )
+                .order_by(table.c.seq)
+            ).mappings().all()
+        rows = [
+            PartitionRow(
+                topic=r["topic"],
+                partition=r["partition"],
+                seq=r["seq"],
+                kind=r["kind"],
+                state=bytes(r["state"]),
+                next_offset=int(r["next_offset"]),
+                watermark_us=r["watermark_us"],
+                model_version=r["model_version"],
+            )
+            for r in found
+        ]
+        if newest:
+            bases = [i for i, r in enumerate(rows) if r.kind == "base"]
+            rows = rows[bases[-1] :] if bases else []
+        return rows
+
+    def partitions(self) -> set[Partition]:
+        """Partitions that have checkpoint rows."""
+        table = PARTITION_ROWS
+        with _classified(), self._sessions.begin() as session:
+            found = session.execute(
+                select(table.c.topic, table.c.partition)
+                .where(table.c.consumer_group == self._group)
+                .distinct()
+            ).all()
+        return {(t, int(p)) for t, p in found}
+
+    def truncate(self, partition: Partition, from_seq: int) -> int:
+        """Delete the rows of ``partition`` from ``from_seq`` on (back to an older good one)."""
+        table = PARTITION_ROWS
+        topic, number = partition
+        with _classified(), self._sessions.begin() as session:
+            result = session.execute(
+                delete(table).where(
+                    table.c.consumer_group == self._group,
+                    table.c.topic == topic,
+                    table.c.partition == number,
+                    table.c.seq >= from_seq,
+                )
+            )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def discard(self) -> int:
+        """Delete every row of the group."""
+        table = PARTITION_ROWS
+        with _classified(), self._sessions.begin() as session:
+            result = session.execute(delete(table).where(table.c.consumer_group == self._group))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def oldest_watermark(self) -> int | None:
+        """The smallest event-time watermark over the partitions' newest rows."""
+        table = PARTITION_ROWS
+        newest = (
+            select(table.c.topic, table.c.partition, func.max(table.c.seq).label("seq"))
+            .where(table.c.consumer_group == self._group)
+            .group_by(table.c.topic, table.c.partition)
+            .subquery()
+        )
+        stmt = select(func.min(table.c.watermark_us)).join(
+            newest,
+            (table.c.topic == newest.c.topic)
+            & (table.c.partition == newest.c.partition)
+            & (table.c.seq == newest.c.seq),
+        ).where(table.c.consumer_group == self._group)
+        with _classified(), self._sessions.begin() as session:
+            value = session.execute(stmt).scalar()
+        return None if value is None else int(value)

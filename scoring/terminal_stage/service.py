@@ -80,7 +80,7 @@ class StatePublisher(Protocol):
 class FloorSource(Protocol):
     """How far back any scorer may still need terminal history."""
 
-    def oldest_needed_us(self) -> int | None:
+    def oldest_watermark(self) -> int | None:
         """The smallest event-time watermark of the scorers' partition checkpoints, if any."""
         ...
 
@@ -397,7 +397,7 @@ class TerminalStage:
         if self._last_sweep_us is not None and head - self._last_sweep_us < DAY_US:
             return
         self._last_sweep_us = head
-        oldest = self.floor.oldest_needed_us()
+        oldest = self.floor.oldest_watermark()
         cap = head - self.settings.retention_cap_days * DAY_US
         needed_from = cap if oldest is None else max(oldest, cap)
         floor = needed_from - (self.state.horizon_us - self.settings.retention_cap_days * DAY_US)

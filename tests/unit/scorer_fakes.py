@@ -1,4 +1,9 @@
-"""In-memory fakes of the scorer's own Protocols, shared by the scorer's unit tests."""
+"""In-memory fakes of the scorer's and the terminal stage's own Protocols (no services).
+
+``make_scorer`` first runs a real :class:`TerminalStage` over the same messages
+(in memory), then builds a real :class:`Scorer` whose replica follows what
+that stage published: the scorer's unit tests run the whole scale-out design.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from features.behaviour import BehaviourConfig
 from features.model_dir import ModelMetadata
 from scoring.clients.base import (
     ModelRequestError,
@@ -17,15 +23,20 @@ from scoring.clients.base import (
     Prediction,
     ServedMetadata,
 )
-from scoring.stream.ports import DependencyDown, Message, Partition, SavedState
+from scoring.stream.ports import DependencyDown, Message, Partition, PartitionRow, SavedState
+from scoring.stream.replica import TerminalReplica
 from scoring.stream.served_model import ServedModel
 from scoring.stream.service import Scorer
 from scoring.stream.settings import ScorerSettings
+from scoring.terminal_stage.service import TerminalStage
+from scoring.terminal_stage.settings import StageSettings
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 
-def tx_message(offset: int, amount: float, customer: str = "C1", **extra) -> Message:
+def tx_message(
+    offset: int, amount: float, customer: str = "C1", partition: int = 0, **extra: Any
+) -> Message:
     record = {
         "transaction_id": f"t{offset}",
         "timestamp": (T0 + timedelta(minutes=offset)).isoformat(),
@@ -34,29 +45,70 @@ def tx_message(offset: int, amount: float, customer: str = "C1", **extra) -> Mes
         "amount": amount,
         **extra,
     }
-    return Message("transactions", 0, offset, customer.encode(), json.dumps(record).encode(), 0)
+    return Message(
+        "transactions", partition, offset, customer.encode(), json.dumps(record).encode(), 0
+    )
+
+
+def label_message(offset: int, transaction: Message, is_fraud: int = 1) -> Message:
+    record = json.loads(transaction.value or b"{}")
+    label = {
+        "transaction_id": record["transaction_id"],
+        "is_fraud": is_fraud,
+        "timestamp": record["timestamp"],
+        "customer_id": record["customer_id"],
+        "terminal_id": record["terminal_id"],
+        "labelled_at": record["timestamp"],
+        "source": "test",
+    }
+    return Message("fraud-labels", 0, offset, b"l", json.dumps(label).encode(), 0)
 
 
 class FakeSource:
-    def __init__(self, messages: list[Message]) -> None:
+    """Messages in list order, one position per partition; every partition is ours."""
+
+    def __init__(
+        self,
+        messages: list[Message],
+        partitions: int | None = None,
+        topics: tuple[str, ...] = ("transactions",),
+    ) -> None:
         self.messages = messages
-        self.position = 0
+        counts = {t: 1 for t in topics}
+        for m in messages:
+            counts[m.topic] = max(counts.get(m.topic, 1), m.partition + 1)
+        if partitions:
+            counts["transactions"] = partitions
+        self.counts = counts
+        self.all = sorted((t, p) for t, n in counts.items() for p in range(n))
+        self.positions: dict[Partition, int] = {}
         self.commits: list[dict[Partition, int]] = []
         self.assigned: Callable[[list[Partition]], dict[Partition, int]] | None = None
+        self.revoked: Callable[[list[Partition]], None] | None = None
+        self.held: set[Partition] = set()
+        self.rewinds = 0
         self.closed = False
+        self.left = False
 
     def on_assignment(self, assigned, revoked) -> None:
-        self.assigned = assigned
+        self.assigned, self.revoked = assigned, revoked
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Message]:
         if self.assigned is not None:
-            seek = self.assigned([("transactions", 0)])
+            self.positions.update(self.assigned(list(self.all)))
             self.assigned = None
-            if ("transactions", 0) in seek:
-                self.position = seek[("transactions", 0)]
-        batch = self.messages[self.position : self.position + max_records]
-        self.position += len(batch)
-        return batch
+        out = []
+        for m in self.messages:
+            key = (m.topic, m.partition)
+            if key in self.held or m.offset < self.positions.get(key, 0):
+                continue
+            if out and any((o.topic, o.partition) == key and o.offset >= m.offset for o in out):
+                continue
+            out.append(m)
+            self.positions[key] = m.offset + 1
+            if len(out) == max_records:
+                break
+        return out
 
     def commit(self, positions: dict[Partition, int]) -> None:
         self.commits.append(dict(positions))
@@ -65,25 +117,41 @@ class FakeSource:
         pass
 
     def lag(self) -> int:
-        return len(self.messages) - self.position
+        return sum(
+            1 for m in self.messages if m.offset >= self.positions.get((m.topic, m.partition), 0)
+        )
+
+    def drained(self) -> set[Partition]:
+        ends = {}
+        for m in self.messages:
+            key = (m.topic, m.partition)
+            ends[key] = max(ends.get(key, 0), m.offset + 1)
+        return {k for k in self.all if self.positions.get(k, 0) >= ends.get(k, 0)}
 
     def partition_count(self, topic: str) -> int:
-        return 1
+        return self.counts.get(topic, 0)
 
     def rejoin(self) -> None:
-        raise AssertionError("a single-partition source is always complete")
+        raise AssertionError("every partition is always ours here")
 
     def rewind(self, positions: dict[Partition, int]) -> None:
-        self.position = positions.get(("transactions", 0), 0)
+        self.positions.update(positions)
         self.rewinds += 1
-
-    rewinds = 0
 
     def beginning_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
         return {p: 0 for p in partitions}
 
     def committed(self, partitions: list[Partition]) -> dict[Partition, int]:
-        return dict(self.commits[-1]) if self.commits else {}
+        last: dict[Partition, int] = {}
+        for commit in self.commits:
+            last.update(commit)
+        return {p: last[p] for p in partitions if p in last}
+
+    def hold(self, partitions: list[Partition]) -> None:
+        self.held.update(partitions)
+
+    def release(self, partitions: list[Partition]) -> None:
+        self.held.difference_update(partitions)
 
     def leave(self) -> None:
         self.left = True
@@ -106,13 +174,15 @@ class FakeDeadLetters:
 
 
 class FakeStore:
+    """The alerts table, and one checkpoint slot (the terminal stage's)."""
+
     def __init__(self, down_for: int = 0) -> None:
         self.alerts: dict[str, object] = {}
         self.saved: SavedState | None = None
         self.down_for = down_for
         self.writes = 0
 
-    def write(self, alerts, checkpoint) -> int:
+    def write(self, alerts, checkpoint=None) -> int:
         if self.down_for > 0:
             self.down_for -= 1
             raise DependencyDown("database unavailable")
@@ -129,6 +199,40 @@ class FakeStore:
     def discard(self) -> int:
         found, self.saved = self.saved, None
         return int(found is not None)
+
+
+class FakePartitionStore:
+    def __init__(self) -> None:
+        self.by_partition: dict[Partition, list[PartitionRow]] = {}
+        self.writes = 0
+
+    def write_rows(self, rows) -> None:
+        self.writes += 1
+        for row in rows:
+            chain = self.by_partition.setdefault(row.key, [])
+            if any(r.seq == row.seq for r in chain):
+                from scoring.stream.ports import RowsRejected
+
+                raise RowsRejected("duplicate seq")
+            chain.append(row)
+
+    def rows(self, partition: Partition) -> list[PartitionRow]:
+        chain = self.by_partition.get(partition, [])
+        bases = [i for i, r in enumerate(chain) if r.kind == "base"]
+        return chain[bases[-1] :] if bases else []
+
+    def partitions(self) -> set[Partition]:
+        return {k for k, v in self.by_partition.items() if v}
+
+    def discard(self) -> int:
+        count = sum(len(v) for v in self.by_partition.values())
+        self.by_partition.clear()
+        return count
+
+    def oldest_watermark(self) -> int | None:
+        marks = [c[-1].watermark_us for c in self.by_partition.values() if c]
+        marks = [m for m in marks if m is not None]
+        return min(marks) if marks else None
 
 
 class FakeModel:
@@ -170,14 +274,91 @@ class FakeModel:
         pass
 
 
+class FakePublisher:
+    """The state topic: a list."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.queued: list[bytes] = []
+
+    def publish(self, message: bytes) -> None:
+        self.queued.append(message)
+
+    def flush(self) -> int:
+        self.messages += self.queued
+        self.queued = []
+        return len(self.messages)
+
+
+class FakeFollower:
+    def __init__(self, publisher: FakePublisher) -> None:
+        self.publisher = publisher
+        self.offset = 0
+
+    def seek(self, offset: int) -> None:
+        self.offset = offset
+
+    def poll(self, timeout_ms: int) -> list[tuple[int, bytes]]:
+        out = list(enumerate(self.publisher.messages))[self.offset :]
+        self.offset = len(self.publisher.messages)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class NoFloor:
+    def oldest_watermark(self) -> int | None:
+        return None
+
+
+def run_stage(
+    messages: list[Message],
+    config: BehaviourConfig | None = None,
+    *,
+    publisher: FakePublisher | None = None,
+    store: FakeStore | None = None,
+    history: Any = None,
+) -> tuple[TerminalStage, FakePublisher, FakeStore]:
+    """Run an in-memory terminal stage over ``messages`` until it has read them all."""
+    publisher = publisher or FakePublisher()
+    store = store or FakeStore()
+    source = FakeSource(messages, topics=("transactions", "fraud-labels"))
+    stage = TerminalStage(
+        StageSettings(exit_when_idle_seconds=0, checkpoint_seconds=1e-9),
+        config or BehaviourConfig(),
+        source,
+        publisher,
+        store,
+        NoFloor(),
+        FakeDeadLetters(),
+        history=history,
+    )
+    stage.run()
+    return stage, publisher, store
+
+
 def make_scorer(
-    messages, *, store=None, model=None, source=None, checkpoint_seconds=1e-9, **settings
+    messages,
+    *,
+    store=None,
+    model=None,
+    source=None,
+    partition_store=None,
+    checkpoint_seconds=1e-9,
+    stage_messages=None,
+    **settings,
 ):
-    source = source or FakeSource(messages)
+    """A scorer over ``messages``, after its stage read them (or ``stage_messages``)."""
+    model = model or FakeModel()
+    behaviour = model.metadata().metadata.behaviour
+    _, publisher, stage_store = run_stage(
+        stage_messages if stage_messages is not None else messages, behaviour
+    )
+    source = source or FakeSource([m for m in messages if m.topic == "transactions"])
     dlq = FakeDeadLetters()
     store = store or FakeStore()
-    model = model or FakeModel()
-    initial_state = settings.pop("initial_state", None)
+    partition_store = partition_store or FakePartitionStore()
     values: dict[str, Any] = {
         "threshold": 0.5,
         "checkpoint_seconds": checkpoint_seconds,
@@ -187,15 +368,18 @@ def make_scorer(
         "hold_check_seconds": 0.01,
         "model_follow_seconds": 0.0,
     }
+    history = settings.pop("history", None)
     values.update(settings)
     config = ScorerSettings(**values)
-    extra = {"initial_state": initial_state} if initial_state else {}
     scorer = Scorer(
         config,
         source,
         dlq,
         store,
+        partition_store,
         ServedModel(model, fixed_threshold=config.threshold, follow_seconds=0.0),
-        **extra,
+        TerminalReplica(FakeFollower(publisher), stage_store),
+        history=history,
     )
+    scorer.partition_store = partition_store  # type: ignore[attr-defined]
     return scorer, source, dlq, store, model
