@@ -25,6 +25,7 @@ import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from features.spec import (
+    BOUNDS,
     LABEL_KEY,
     MAX_RECORD_BYTES,
     RAW_FIELDS,
@@ -181,7 +182,7 @@ def _require_columns(path: Path, present: list[str], labelled: bool) -> None:
     required = list(REQUIRED_FIELDS) + ([LABEL_KEY] if labelled else [])
     for name in required:
         if name not in present:
-            raise InputError(f"{path}: missing required column '{name}'")
+            raise ValidationError(str(path), None, f"missing required column '{name}'")
 
 
 def _validate(
@@ -202,8 +203,8 @@ def _read_csv(path: Path, labelled: bool) -> pa.Table:
     )
     try:
         return pcsv.read_csv(path, convert_options=options)
-    except pa.ArrowInvalid as err:
-        raise InputError(f"{path}: unreadable CSV: {err}") from None
+    except pa.ArrowException as err:
+        raise ValidationError(str(path), None, f"unreadable CSV: {err}") from None
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -212,21 +213,32 @@ def _csv_header(path: Path) -> list[str]:
     try:
         line = first.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise InputError(f"line 1 of {path}: invalid UTF-8 in the header") from None
-    return [name.strip() for name in next(csv.reader([line]), [])]
+        raise ValidationError(f"line 1 of {path}", None, "invalid UTF-8 in the header") from None
+    try:
+        return [name.strip() for name in next(csv.reader([line]), [])]
+    except csv.Error as err:
+        raise ValidationError(f"line 1 of {path}", None, f"unreadable CSV header: {err}") from None
 
 
 def _read_parquet(path: Path, labelled: bool) -> pa.Table:
     try:
         names = pq.read_schema(path).names
         return pq.read_table(path, columns=[n for n in _wanted(labelled) if n in names])
-    except (pa.ArrowInvalid, OSError) as err:
-        raise InputError(f"{path}: unreadable Parquet: {err}") from None
+    except (pa.ArrowException, OSError) as err:
+        raise ValidationError(str(path), None, f"unreadable Parquet: {err}") from None
 
 
 def _read_jsonl(path: Path, labelled: bool, skip: bool) -> TableCheck:
-    """Arrow's JSON reader when the file is clean; else the line-by-line validator."""
+    """Arrow's JSON reader when the file is plainly clean; else the line-by-line validator.
+
+    Arrow's reader reads some lines differently from Python's ``json`` (a NUL
+    ends its input, two objects on a line are two rows, deep nesting crashes
+    it), so it only gets files where that cannot happen, and its rows must
+    match the lines one to one; the line-by-line validator decides the rest.
+    """
     data = path.read_bytes()
+    if data.startswith(_BOM):
+        data = b"   " + data[len(_BOM):]  # a file's byte order mark; byte offsets kept
     lines = _line_bounds(data)
     if _fast_jsonl_ok(data, lines):
         options = pjson.ParseOptions(
@@ -243,13 +255,17 @@ def _read_jsonl(path: Path, labelled: bool, skip: bool) -> TableCheck:
         except pa.ArrowInvalid:
             pass
         else:
-            if raw.num_rows == 0:
-                return TableCheck(arrow_schema(labelled=labelled).empty_table(), 0, ())
             numbers = _nonblank_line_numbers(data, lines)
-            return _validate(
-                raw, path, labelled, skip, lambda row: f"line {numbers[row]} of {path}"
-            )
+            if raw.num_rows == 0 and not len(numbers):
+                return TableCheck(arrow_schema(labelled=labelled).empty_table(), 0, ())
+            if raw.num_rows == len(numbers):
+                return _validate(
+                    raw, path, labelled, skip, lambda row: f"line {numbers[row]} of {path}"
+                )
     return _read_jsonl_lines(data, lines, path, labelled, skip)
+
+
+_BOM = b"\xef\xbb\xbf"
 
 
 def _line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -264,21 +280,27 @@ def _fast_jsonl_ok(data: bytes, lines: tuple[np.ndarray, np.ndarray]) -> bool:
     starts, ends = lines
     if len(starts) and int((ends - starts).max()) > MAX_RECORD_BYTES:
         return False
+    if b"\x00" in data:
+        return False
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
         return False
+    if data.count(b"{") + data.count(b"[") > len(starts):  # more than one bracket a line
+        view = np.frombuffer(data, dtype=np.uint8)
+        brackets = np.concatenate(([0], np.cumsum((view == ord("{")) | (view == ord("[")))))
+        if int((brackets[ends] - brackets[starts]).max()) > BOUNDS.max_json_depth:
+            return False
     return True
 
 
 def _nonblank_line_numbers(data: bytes, lines: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """1-based numbers of the lines Arrow turned into rows (blank lines are skipped)."""
+    """1-based numbers of the lines Arrow turns into rows: not only JSON whitespace."""
     starts, ends = lines
     view = np.frombuffer(data, dtype=np.uint8)
-    length = ends - starts
-    last = view[np.maximum(ends - 1, 0)] if len(view) else np.zeros(len(ends), np.uint8)
-    blank = (length == 0) | ((length == 1) & (last == ord("\r")))
-    return np.flatnonzero(~blank) + 1
+    space = (view == ord(" ")) | (view == ord("\t")) | (view == ord("\r")) | (view == ord("\n"))
+    other = np.concatenate(([0], np.cumsum(~space)))
+    return np.flatnonzero(other[ends] - other[starts] > 0) + 1
 
 
 def _read_jsonl_lines(
