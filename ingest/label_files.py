@@ -93,10 +93,10 @@ def read_label_files(paths: Sequence[Path]) -> LabelFiles:
 
 def _raw_records(path: Path) -> list[tuple[str, Mapping[str, object]]]:
     data = path.read_bytes()
+    if path.suffix.lower() == ".csv":
+        return _csv_records(path, data.removeprefix(_BOM))
     if data.startswith(_BOM):
         data = b"   " + data[len(_BOM):]  # a byte order mark; byte offsets kept
-    if path.suffix.lower() == ".csv":
-        return _csv_records(path, data)
     records: list[tuple[str, Mapping[str, object]]] = []
     for n, line in enumerate(data.split(b"\n"), 1):
         if line.strip():

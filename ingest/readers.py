@@ -233,8 +233,10 @@ def _read_jsonl(path: Path, labelled: bool, skip: bool) -> TableCheck:
 
     Arrow's reader reads some lines differently from Python's ``json`` (a NUL
     ends its input, two objects on a line are two rows, deep nesting crashes
-    it), so it only gets files where that cannot happen, and its rows must
-    match the lines one to one; the line-by-line validator decides the rest.
+    it, integers beyond int64 become floats), so it only gets files where the
+    first three cannot happen, its rows must match the lines one to one, and
+    every row must be valid: otherwise the line-by-line validator (the
+    reference) reads the file and names each bad line.
     """
     data = path.read_bytes()
     if data.startswith(_BOM):
@@ -259,9 +261,13 @@ def _read_jsonl(path: Path, labelled: bool, skip: bool) -> TableCheck:
             if raw.num_rows == 0 and not len(numbers):
                 return TableCheck(arrow_schema(labelled=labelled).empty_table(), 0, ())
             if raw.num_rows == len(numbers):
-                return _validate(
-                    raw, path, labelled, skip, lambda row: f"line {numbers[row]} of {path}"
-                )
+                _require_columns(path, raw.column_names, labelled)
+                check = validate_table(raw, labelled=labelled, skip_invalid=True, max_errors=0,
+                                       row_name=lambda row: f"line {numbers[row]} of {path}")
+                if not check.skipped:
+                    return check
+                # A bad line: the record validator names it (and reads what Arrow
+                # reads otherwise, e.g. integers beyond int64, exactly as Python).
     return _read_jsonl_lines(data, lines, path, labelled, skip)
 
 

@@ -275,12 +275,23 @@ def to_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def parse_iso_us(text: str) -> int:
-    """Microseconds since the epoch of an ISO-8601 string; ``ValueError`` if unparsable."""
+def parse_iso(text: str) -> datetime:
+    """``datetime.fromisoformat`` without its quirks; ``ValueError`` if unparsable.
+
+    A control character or lone surrogate makes the string invalid (the C
+    parser takes a NUL for the end of the string, or for a separator).
+    """
+    if _BAD_CHAR.search(text) is not None:
+        raise ValueError("control character or lone surrogate")
     try:
-        return epoch_us(datetime.fromisoformat(text))
+        return datetime.fromisoformat(text)
     except (ValueError, OverflowError, TypeError) as err:
         raise ValueError(str(err)) from None
+
+
+def parse_iso_us(text: str) -> int:
+    """Microseconds since the epoch of an ISO-8601 string; ``ValueError`` if unparsable."""
+    return epoch_us(parse_iso(text))
 
 
 def parse_timestamp(
@@ -294,8 +305,8 @@ def parse_timestamp(
     """
     if isinstance(value, str) and value.strip():
         try:
-            moment = datetime.fromisoformat(value.strip())
-        except (ValueError, OverflowError, TypeError):
+            moment = parse_iso(value.strip())
+        except ValueError:
             raise ValidationError(where, field, timestamp_reason(value)) from None
     elif isinstance(value, datetime):
         moment = value
