@@ -292,10 +292,15 @@ def _fast_jsonl_ok(data: bytes, lines: tuple[np.ndarray, np.ndarray]) -> bool:
         data.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    if data.count(b"{") + data.count(b"[") > len(starts):  # more than one bracket a line
-        view = np.frombuffer(data, dtype=np.uint8)
-        brackets = np.concatenate(([0], np.cumsum((view == ord("{")) | (view == ord("[")))))
-        if int((brackets[ends] - brackets[starts]).max()) > BOUNDS.max_json_depth:
+    # No line may hold more brackets than the depth bound (deep nesting crashes Arrow).
+    view = np.frombuffer(data, dtype=np.uint8)
+    opens = np.flatnonzero(view == ord("{"))
+    if b"[" in data:
+        opens = np.union1d(opens, np.flatnonzero(view == ord("[")))
+    if len(opens) > BOUNDS.max_json_depth:
+        first = np.searchsorted(opens, starts)
+        per_line = np.diff(np.append(first, len(opens)))
+        if int(per_line.max()) > BOUNDS.max_json_depth:
             return False
     return True
 
@@ -304,9 +309,16 @@ def _nonblank_line_numbers(data: bytes, lines: tuple[np.ndarray, np.ndarray]) ->
     """1-based numbers of the lines Arrow turns into rows: not only JSON whitespace."""
     starts, ends = lines
     view = np.frombuffer(data, dtype=np.uint8)
-    space = (view == ord(" ")) | (view == ord("\t")) | (view == ord("\r")) | (view == ord("\n"))
-    other = np.concatenate(([0], np.cumsum(~space)))
-    return np.flatnonzero(other[ends] - other[starts] > 0) + 1
+    first = view[np.minimum(starts, max(len(view) - 1, 0))] if len(view) else starts * 0
+    # Only a line that is empty or starts with whitespace can be blank: look at those.
+    maybe = (ends == starts) | np.isin(first, _JSON_SPACE)
+    blank = np.zeros(len(starts), dtype=bool)
+    for i in np.flatnonzero(maybe):
+        blank[i] = not data[starts[i]:ends[i]].strip(b" \t\r")
+    return np.flatnonzero(~blank) + 1
+
+
+_JSON_SPACE = np.frombuffer(b" \t\r\n", dtype=np.uint8)
 
 
 def _read_jsonl_lines(

@@ -268,13 +268,6 @@ def _max_length(field: str, max_length: int | None) -> int:
     return spec.max_length
 
 
-def to_utc(moment: datetime) -> datetime:
-    """Return a timezone-aware UTC datetime; naive means UTC."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def parse_iso(text: str) -> datetime:
     """``datetime.fromisoformat`` without its quirks; ``ValueError`` if unparsable.
 

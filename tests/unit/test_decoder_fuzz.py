@@ -23,10 +23,15 @@ import math
 import os
 import random
 import re
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 
 from features import spec
@@ -38,8 +43,9 @@ from ingest.kafka_io import (
     encode_label,
     encode_transaction,
 )
+from ingest.readers import read_transactions
 from ingest.records import records_to_table
-from ingest.validation import UNEXPECTED, ValidationError
+from ingest.validation import UNEXPECTED, ValidationError, decode_json_record, validate_record
 
 T0 = datetime(2018, 4, 1, 10, 0, 31, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -398,3 +404,71 @@ def test_decoders_under_fuzzing() -> None:
     assert STATS["labels accepted"] > 1_000 * scale, STATS
     assert STATS["batches compared"] > 100 * scale, STATS
     assert STATS["batch rows compared"] > 10_000 * scale, STATS
+
+
+# --- the file readers against the record validator --------------------------------------
+
+
+def _expected(rows: list[object]) -> tuple[list[dict[str, Any]], int]:
+    """What the record validator keeps of ``rows`` (dicts or JSON lines), sorted stably by time."""
+    kept = []
+    for row in rows:
+        try:
+            if isinstance(row, bytes):
+                kept.append(decode_json_record(row, "x"))
+            else:
+                kept.append(validate_record(row, "x"))  # type: ignore[arg-type]
+        except ValidationError:
+            continue
+    kept.sort(key=lambda r: r["timestamp"])
+    return kept, len(rows) - len(kept)
+
+
+def _cell(value: object) -> str:
+    return value if isinstance(value, str) else encode_value(value, random.Random(0))
+
+
+@settings(SETTINGS, max_examples=max(1, EXAMPLES // 6))
+@given(pools=pools, seed=st.integers(0, 2**32))
+def fuzz_files(pools: dict[str, list[Any]], seed: int) -> None:
+    rng = random.Random(seed)
+    pool = {k: pools[k] for k in TRANSACTION_POOLS if k != "extra"}
+    lines = [build(valid_transaction(rng, i), pool, rng) for i in range(200)]
+    lines = [line for line in lines if b"\n" not in line]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        check_read(path, _expected(lines))
+        # CSV and Parquet cells are text: the same values as strings.
+        rows = []
+        for i in range(200):
+            row = valid_transaction(rng, i)
+            for name in rng.sample(sorted(pool), k=rng.choice([0, 1, 2])):
+                row[name] = rng.choice(pool[name])
+            # Text files hold no lone surrogate: it is invalid UTF-8 there.
+            rows.append({k: _cell(v).encode("utf-8", "replace").decode() for k, v in row.items()})
+        cells = rows
+        table = pa.Table.from_pylist(cells, schema=pa.schema([(n, pa.string()) for n in cells[0]]))
+        pcsv.write_csv(table, Path(tmp) / "x.csv")
+        pq.write_table(table, Path(tmp) / "x.parquet")
+        expected = _expected(cells)  # type: ignore[arg-type]
+        check_read(Path(tmp) / "x.csv", expected)
+        check_read(Path(tmp) / "x.parquet", expected)
+
+
+def check_read(path: Path, expected: tuple[list[dict[str, Any]], int]) -> None:
+    try:
+        result = read_transactions(path, labelled=False, skip_invalid=True)
+    except ValidationError as err:
+        assert err.reason and not err.reason.startswith(UNEXPECTED)
+        return  # a file-level error (e.g. a column absent from every row)
+    kept, skipped = expected
+    assert result.table.to_pylist() == kept, path.suffix
+    assert result.skipped == skipped
+    count("file rows compared", len(kept) + skipped)
+
+
+def test_file_readers_under_fuzzing() -> None:
+    STATS.clear()
+    fuzz_files()
+    assert STATS["file rows compared"] >= 5_000 * EXAMPLES / 120, STATS

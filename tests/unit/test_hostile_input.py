@@ -459,6 +459,15 @@ def test_jsonl_lines_arrow_reads_otherwise(tmp_path: Path, line: bytes, field: s
     assert (caught.value.field, caught.value.reason[: len(reason)]) == (field, reason)
 
 
+def test_jsonl_deep_nesting_hidden_among_blank_lines(tmp_path: Path) -> None:
+    """As many blank lines as brackets: a per-file count would let Arrow crash."""
+    path = tmp_path / "x.jsonl"
+    deep_line = splice(json.dumps(GOOD).encode(), "x", deep(15_000))
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" * 30_001 + deep_line + b"\n")
+    with pytest.raises(ValidationError, match=r"^line 30002 of .*nested more than 32 levels"):
+        read_transactions(path, labelled=True)
+
+
 def test_jsonl_reads_like_the_record_validator(tmp_path: Path) -> None:
     """A BOM, integers beyond int64 and whitespace-only lines read as Python reads them."""
     path = tmp_path / "x.jsonl"
