@@ -628,3 +628,57 @@ def test_absent_fields_in_a_batch(drop: str) -> None:
         json.dumps({k: v for k, v in json.loads(VALID).items() if k != drop}).encode()]
     assert decode_transactions(messages) is None
     assert decode_transactions(messages[:3]) is not None
+
+
+# --- the nesting bound -------------------------------------------------------------------
+
+
+def _reference_depth(data: bytes) -> int:
+    """A byte-by-byte scanner: a backslash run escapes the quote after it when odd."""
+    depth = best = 0
+    in_string = escaped = False
+    for byte in data:
+        if byte == 0x5C:
+            escaped = not escaped
+            continue
+        if byte == 0x22 and not escaped:
+            in_string = not in_string
+        elif not in_string and byte in b"[{":
+            depth += 1
+            best = max(best, depth)
+        elif not in_string and byte in b"]}":
+            depth -= 1
+        escaped = False
+    return best
+
+
+def _nesting(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_nesting, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_nesting, value), default=0)
+    return 0
+
+
+def test_json_depth_is_the_nesting_of_the_document() -> None:
+    import random
+
+    from ingest.validation import json_depth
+
+    rng = random.Random(7)
+    for _ in range(3000):
+        data = bytes(rng.choice(b'[]{}"\\ax') for _ in range(rng.randrange(0, 40)))
+        assert json_depth(data) == _reference_depth(data), data
+
+    def document(level: int) -> object:
+        roll = rng.random()
+        if level > 6 or roll < 0.3:
+            return rng.choice(['a"[{', "\\", '\\"]', 1, None, "}}]]", "\\\\", ""])
+        if roll < 0.65:
+            return [document(level + 1) for _ in range(rng.randrange(4))]
+        return {rng.choice(["k", '"[', "\\"]) + str(i): document(level + 1)
+                for i in range(rng.randrange(4))}
+
+    for _ in range(3000):
+        value = document(0)
+        assert json_depth(json.dumps(value).encode()) == _nesting(value), value
