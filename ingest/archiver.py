@@ -238,8 +238,8 @@ class Archiver:
     def _transactions(messages: list[Any], rejected: list[dict[str, Any]]) -> pa.Table:
         now_ms = int(time.time() * 1000)
         try:
-            table = decode_transactions([m.value for m in messages],
-                                        [message_time_ms(m, now_ms) for m in messages])
+            times = [message_time_ms(m, now_ms) for m in messages]
+            table = decode_transactions([m.value for m in messages], kafka_timestamps_ms=times)
         except Exception:  # never stop on a record: decode them one by one
             table = None
         if table is not None:

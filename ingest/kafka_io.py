@@ -336,7 +336,7 @@ BATCH_DECODE_MIN_MESSAGES = 256
 
 
 def decode_transactions(
-    values: Sequence[bytes | None], kafka_timestamps_ms: Sequence[int] | None = None
+    values: Sequence[bytes | None], *, kafka_timestamps_ms: Sequence[int] | None = None
 ) -> pa.Table | None:
     """Validate a micro-batch of ``transactions`` values at once, column by column.
 

@@ -310,7 +310,7 @@ def decode_all(messages: list[bytes], message_ms: int | None) -> None:
     accepted = [r for r in decoded if r is not None]
     count("transactions accepted", len(accepted))
     times = None if message_ms is None else [message_ms] * len(messages)
-    batch = decode_transactions(messages, times)
+    batch = decode_transactions(messages, kafka_timestamps_ms=times)
     if batch is not None:
         assert len(accepted) == len(messages)  # never accepts what one by one refuses
         assert batch.equals(records_to_table(accepted, labelled=False))
@@ -326,8 +326,8 @@ def decode_all(messages: list[bytes], message_ms: int | None) -> None:
     for group in sorted(groups.values(), key=len, reverse=True)[:2]:  # ~1 ms a call
         if len(group) < 5:
             continue
-        batch = decode_transactions([m for m, _ in group],
-                                    None if message_ms is None else [message_ms] * len(group))
+        times = None if message_ms is None else [message_ms] * len(group)
+        batch = decode_transactions([m for m, _ in group], kafka_timestamps_ms=times)
         count("decoder calls")
         if batch is not None:
             assert batch.equals(records_to_table([r for _, r in group], labelled=False))

@@ -244,7 +244,7 @@ def test_values_at_the_bounds_pass_both_paths_unchanged() -> None:
 def assert_batch_agrees(values: list[bytes], *, expect_table: bool = False,
                         times: list[int] | None = None) -> None:
     """The batch path gives exactly the per-message records, or None."""
-    batch = decode_transactions(values, times)
+    batch = decode_transactions(values, kafka_timestamps_ms=times)
     if expect_table:
         assert batch is not None
     if batch is None:
@@ -280,8 +280,8 @@ def test_an_event_in_2099_is_refused_against_todays_message() -> None:
         decode_transaction(future, "x", kafka_timestamp_ms=now_ms)
     batch = [VALID] * 299 + [future]
     assert decode_transactions(batch) is not None
-    assert decode_transactions(batch, [now_ms] * 300) is None
-    assert decode_transactions([VALID] * 300, [now_ms] * 300) is not None
+    assert decode_transactions(batch, kafka_timestamps_ms=[now_ms] * 300) is None
+    assert decode_transactions([VALID] * 300, kafka_timestamps_ms=[now_ms] * 300) is not None
 
 
 @pytest.mark.parametrize("ms", [-1, 0, -(2**63), 2**63 - 1, 2**70, -(2**70)])
@@ -299,10 +299,10 @@ def test_any_message_time_is_safe(ms: int) -> None:
 
 def test_batch_times_must_match_the_messages() -> None:
     with pytest.raises(ValueError, match="2 timestamps for 3 messages"):
-        decode_transactions([VALID] * 3, [T0_MS] * 2)
+        decode_transactions([VALID] * 3, kafka_timestamps_ms=[T0_MS] * 2)
     times = [T0_MS - DAY_US // 1000 + i for i in range(3)]
     assert_batch_agrees([VALID] * 3, times=times)
-    assert decode_transactions([VALID] * 3, times) is not None
+    assert decode_transactions([VALID] * 3, kafka_timestamps_ms=times) is not None
 
 
 def test_label_times_keep_the_skew_bound() -> None:
