@@ -35,6 +35,7 @@ from ingest.kafka_io import (
     decode_transaction,
     decode_transactions,
     make_consumer,
+    message_time_ms,
     message_where,
 )
 from ingest.records import records_to_table
@@ -251,18 +252,6 @@ class Archiver:
     def _labels(messages: list[Any], rejected: list[dict[str, Any]]) -> pa.Table:
         now_ms = int(time.time() * 1000)
         return lake.labels_table(_decode_each(messages, decode_label, rejected, now_ms))
-
-
-def message_time_ms(message: Any, now_ms: int) -> int:
-    """The time a live message's event may not pass by more than the skew bound.
-
-    Its Kafka timestamp, capped by the clock (a producer sets the timestamp it
-    likes); the clock when it has none (-1).
-    """
-    stamp = getattr(message, "timestamp", None)
-    if not isinstance(stamp, int) or stamp < 0:
-        return now_ms
-    return min(stamp, now_ms)
 
 
 def _decode_each(

@@ -306,6 +306,18 @@ def _json_objects(fields: list[tuple[str, pa.ChunkedArray | pa.Array]]) -> list[
     return _utf8_list(pc.binary_join_element_wise(*parts, ""))
 
 
+def message_time_ms(message: Any, now_ms: int) -> int:
+    """The ``kafka_timestamp_ms`` to decode a consumed message with.
+
+    Its Kafka timestamp, capped by the reader's clock ``now_ms`` (a producer
+    sets the ``CreateTime`` it likes); the clock when it has none (-1).
+    """
+    stamp = getattr(message, "timestamp", None)
+    if not isinstance(stamp, int) or stamp < 0:
+        return now_ms
+    return min(stamp, now_ms)
+
+
 def message_where(topic: str, partition: int, offset: int) -> str:
     """How a Kafka message is named in errors: ``transactions[0]@42``."""
     return f"{topic}[{partition}]@{offset}"

@@ -614,7 +614,7 @@ def test_the_archiver_rejects_a_record_whatever_the_decoder_raises(
 
 
 def test_a_message_without_a_timestamp_is_bounded_by_the_clock(tmp_path: Path) -> None:
-    from ingest.archiver import message_time_ms
+    from ingest.kafka_io import message_time_ms
 
     assert message_time_ms(Message("t", 0, 0, None, timestamp=-1), 1000) == 1000
     assert message_time_ms(Message("t", 0, 0, None, timestamp=5), 1000) == 5
