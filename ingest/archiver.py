@@ -6,9 +6,12 @@ It gathers messages per partition and writes a batch when a partition has
 ``batch_records`` waiting or the oldest waiting message is ``batch_seconds``
 old, and on stop. A lock file keeps a second archiver off the same lake.
 
-Transactions and labels are validated as the scorer validates them; a record
-that fails is written to the lake's ``_rejected/`` with the reason, the field
-and its raw value, so nothing is lost and nothing invalid reaches training.
+Transactions and labels are validated as the scorer validates them, the
+bounds on future event times included (against each message's Kafka
+timestamp, capped by the clock); a record that fails — whatever the
+exception — is written to the lake's ``_rejected/`` with the reason, the
+field and its raw value, so nothing is lost, nothing invalid reaches training
+and no record stops the archiver.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ingest.kafka_io import (
     decode_transaction,
     decode_transactions,
     make_consumer,
+    message_time_ms,
     message_where,
 )
 from ingest.records import records_to_table
@@ -233,36 +237,58 @@ class Archiver:
 
     @staticmethod
     def _transactions(messages: list[Any], rejected: list[dict[str, Any]]) -> pa.Table:
-        table = decode_transactions([m.value for m in messages])
+        now_ms = int(time.time() * 1000)
+        try:
+            times = [message_time_ms(m, now_ms) for m in messages]
+            table = decode_transactions([m.value for m in messages], kafka_timestamps_ms=times)
+        except Exception:  # never stop on a record: decode them one by one
+            table = None
         if table is not None:
             return table
-        return records_to_table(_decode_each(messages, decode_transaction, rejected),
+        return records_to_table(_decode_each(messages, decode_transaction, rejected, now_ms),
                                 labelled=False)
 
     @staticmethod
     def _labels(messages: list[Any], rejected: list[dict[str, Any]]) -> pa.Table:
-        return lake.labels_table(_decode_each(messages, decode_label, rejected))
+        now_ms = int(time.time() * 1000)
+        return lake.labels_table(_decode_each(messages, decode_label, rejected, now_ms))
 
 
 def _decode_each(
     messages: list[Any],
-    decode: Callable[[bytes | None, str], dict[str, Any]],
+    decode: Callable[..., dict[str, Any]],
     rejected: list[dict[str, Any]],
+    now_ms: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Decode message by message; the ones that fail go to ``rejected`` with the reason."""
+    """Decode message by message; the ones that fail go to ``rejected`` with the reason.
+
+    Any exception, not only a :class:`ValidationError`, rejects the one record:
+    the archiver never stops on a record.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     records = []
     for m in messages:
+        where = message_where(m.topic, m.partition, m.offset)
         try:
-            records.append(decode(m.value, message_where(m.topic, m.partition, m.offset)))
-        except ValidationError as err:
+            record = decode(m.value, where, kafka_timestamp_ms=message_time_ms(m, now_ms))
+        except Exception as err:
             rejected.append(_rejection(m, err))
+        else:
+            records.append(record)
     return records
 
 
-def _rejection(message: Any, error: ValidationError) -> dict[str, Any]:
+def _rejection(message: Any, error: Exception) -> dict[str, Any]:
+    if isinstance(error, ValidationError):
+        reason, field_name, text = error.reason, error.field, str(error)
+    else:
+        reason = f"{type(error).__name__}: {error}"
+        field_name, text = None, reason
     value = message.value
+    if value is not None and not isinstance(value, bytes):
+        value = repr(value).encode("utf-8", errors="replace")
     return {
         "topic": message.topic, "partition": message.partition, "offset": message.offset,
-        "reason": error.reason, "field": error.field, "message": str(error),
+        "reason": reason, "field": field_name, "message": text,
         "value": None if value is None else value.decode("utf-8", errors="replace"),
     }

@@ -24,9 +24,12 @@ import pyarrow.json as pjson
 
 from features.errors import InputError
 from features.spec import (
+    BOUNDS,
     CUSTOMER_ID,
     LABEL_KEY,
-    MAX_FUTURE_SKEW_MS,
+    LABEL_SOURCE,
+    LABEL_SOURCE_MAX_LENGTH,
+    LABELLED_AT,
     TERMINAL_ID,
     TIMESTAMP,
     TRANSACTION_FIELDS,
@@ -34,9 +37,12 @@ from features.spec import (
 )
 from ingest.table_validation import validate_table
 from ingest.validation import (
+    FUTURE_SKEW_US,
     MAX_RECORD_BYTES,
     ValidationError,
     decode_json_record,
+    guarded,
+    parse_json_object,
     parse_label,
     parse_string,
     parse_timestamp,
@@ -60,8 +66,8 @@ LABEL_FIELDS = (
     TIMESTAMP,
     CUSTOMER_ID,
     TERMINAL_ID,
-    "labelled_at",
-    "source",
+    LABELLED_AT,
+    LABEL_SOURCE,
 )
 
 _ENV_PREFIX = "FRAUD_KAFKA_"
@@ -300,37 +306,40 @@ def _json_objects(fields: list[tuple[str, pa.ChunkedArray | pa.Array]]) -> list[
     return _utf8_list(pc.binary_join_element_wise(*parts, ""))
 
 
+def message_time_ms(message: Any, now_ms: int) -> int:
+    """The ``kafka_timestamp_ms`` to decode a consumed message with.
+
+    Its Kafka timestamp, capped by the reader's clock ``now_ms`` (a producer
+    sets the ``CreateTime`` it likes); the clock when it has none (-1).
+    """
+    stamp = getattr(message, "timestamp", None)
+    if not isinstance(stamp, int) or stamp < 0:
+        return now_ms
+    return min(stamp, now_ms)
+
+
 def message_where(topic: str, partition: int, offset: int) -> str:
     """How a Kafka message is named in errors: ``transactions[0]@42``."""
     return f"{topic}[{partition}]@{offset}"
 
 
 def decode_transaction(
-    message_value: bytes | None, where: str, *, not_after_ms: int | None = None
+    message_value: bytes | None, where: str, *, kafka_timestamp_ms: int | None = None
 ) -> dict[str, Any]:
     """Validate a ``transactions`` message value into a canonical record (no label).
 
+    ``kafka_timestamp_ms``: the message's time in ms since the epoch (the
+    scorer passes ``min(message timestamp, wall clock)``); the event's
+    ``timestamp`` may then be at most ``BOUNDS.max_future_skew`` after it.
     Raises :class:`~ingest.validation.ValidationError` (UTF-8, JSON, object,
-    size, fields); the scorer sends such messages to the dead-letter topic.
-    ``not_after_ms`` (a Kafka timestamp) bounds how far in the future the event
-    may be dated (:data:`features.spec.MAX_FUTURE_SKEW_MS` past it).
+    size, nesting, fields, bounds) and nothing else, whatever the bytes; the
+    scorer sends such messages to the dead-letter topic.
     """
     if message_value is None:
         raise ValidationError(where, None, "empty message (null value)")
-    record = decode_json_record(message_value, where, labelled=False)
-    _check_skew(record[TIMESTAMP], not_after_ms, where, TIMESTAMP)
-    return record
-
-
-def _check_skew(moment: datetime, not_after_ms: int | None, where: str, field_name: str) -> None:
-    if not_after_ms is None:
-        return
-    limit_ms = not_after_ms + MAX_FUTURE_SKEW_MS
-    if moment.timestamp() * 1000 > limit_ms:
-        limit = datetime.fromtimestamp(limit_ms / 1000, UTC).isoformat()
-        raise ValidationError(
-            where, field_name, f"dated after {limit}, more than the allowed skew past its message"
-        )
+    return decode_json_record(
+        message_value, where, labelled=False, message_ms=kafka_timestamp_ms
+    )
 
 
 #: Batches smaller than this are decoded message by message: Arrow's column
@@ -339,22 +348,52 @@ BATCH_DECODE_MIN_MESSAGES = 256
 
 
 def decode_transactions(
-    values: Sequence[bytes | None], *, not_after_ms: Sequence[int] | None = None
+    values: Sequence[bytes | None], *, kafka_timestamps_ms: Sequence[int] | None = None
 ) -> pa.Table | None:
     """Validate a micro-batch of ``transactions`` values at once, column by column.
 
     The fast path for the usual batch in which every message is valid: Arrow's
     JSON reader and the column validator that the file readers use too (the
-    same rules as :func:`decode_transaction`), about 4 µs a message instead of
-    19. Returns None as soon as any message is not plainly valid — null, too
-    large, not UTF-8, not one JSON object on one line, a bad field — and the
-    caller then decodes message by message, which names each bad one.
+    same rules and bounds as :func:`decode_transaction`), about 4 µs a message
+    instead of 19. ``kafka_timestamps_ms``: each message's time, as
+    :func:`decode_transaction`'s ``kafka_timestamp_ms``.
+
+    Returns exactly the table :func:`decode_transaction` would give message by
+    message, or None as soon as any message is not plainly valid — null, too
+    large, not UTF-8, not one JSON object on one line, nested, a duplicate key,
+    a bad field — and the caller then decodes message by message, which names
+    each bad one. Never raises (but ``ValueError`` for timestamps that do not
+    match the values one to one).
     """
-    if not values or any(v is None or len(v) > MAX_RECORD_BYTES for v in values):
+    if kafka_timestamps_ms is not None and len(kafka_timestamps_ms) != len(values):
+        raise ValueError(f"{len(kafka_timestamps_ms)} timestamps for {len(values)} messages")
+    try:
+        return _decode_batch(values, kafka_timestamps_ms)
+    except MemoryError:
+        raise
+    except Exception:  # an optimisation only: the exact path decides
         return None
-    data = b"\n".join(values)  # type: ignore[arg-type]  # no None left
+
+
+def _decode_batch(
+    values: Sequence[bytes | None], kafka_timestamps_ms: Sequence[int] | None
+) -> pa.Table | None:
+    if not values:
+        return None
+    for v in values:
+        # Each message one object: no BOM, no whitespace or second object around it.
+        if (not isinstance(v, bytes) or not 2 <= len(v) <= MAX_RECORD_BYTES
+                or v[0] != 0x7B or v[-1] != 0x7D):
+            return None
+    data = b"\n".join(values)  # type: ignore[arg-type]  # all bytes
     if data.count(b"\n") != len(values) - 1:
         return None  # a message spans lines: positions would not match rows
+    if b"\x00" in data:
+        return None  # Arrow's parser stops at a NUL; Python's refuses it
+    if data.count(b"{") + data.count(b"[") > len(values):  # cheap: canonical messages have one
+        for v in values:
+            if v.count(b"{") + v.count(b"[") > BOUNDS.max_json_depth:  # type: ignore[union-attr]
+                return None  # maybe too deep (Arrow's reader crashes on ~10,000 levels)
     try:
         data.decode("utf-8")
         raw = pjson.read_json(
@@ -363,17 +402,25 @@ def decode_transactions(
             parse_options=_BATCH_PARSE,
         )
     except (UnicodeDecodeError, pa.ArrowInvalid):
-        return None
+        return None  # also a duplicate key or a lone surrogate: Arrow refuses both
     if raw.num_rows != len(values):
-        return None  # a blank message
+        return None  # two objects in one message
     checked = validate_table(raw, labelled=False, row_name=str, skip_invalid=True, max_errors=0)
     if checked.skipped:
         return None
-    if not_after_ms is not None:
-        times = checked.table.column(TIMESTAMP).cast(pa.int64()).to_numpy() // 1000
-        if (times > np.asarray(not_after_ms, dtype=np.int64) + MAX_FUTURE_SKEW_MS).any():
+    table = checked.table
+    if kafka_timestamps_ms is not None:
+        times = pc.cast(table[TIMESTAMP], pa.int64()).to_numpy(zero_copy_only=False)
+        if (times > _latest_live_us(kafka_timestamps_ms)).any():
             return None
-    return checked.table
+    return table
+
+
+def _latest_live_us(kafka_timestamps_ms: Sequence[int]) -> np.ndarray:
+    """Each message's latest acceptable event time in µs (int64, clipped: never overflows)."""
+    low, high = -(1 << 40), 1 << 42  # ms: far outside the timestamp bounds either side
+    ms = np.array([min(max(int(t), low), high) for t in kafka_timestamps_ms], dtype=np.int64)
+    return ms * 1000 + FUTURE_SKEW_US
 
 
 _BATCH_PARSE = pjson.ParseOptions(
@@ -382,35 +429,44 @@ _BATCH_PARSE = pjson.ParseOptions(
 
 
 def decode_label(
-    message_value: bytes | None, where: str, *, not_after_ms: int | None = None
+    message_value: bytes | None, where: str, *, kafka_timestamp_ms: int | None = None
 ) -> dict[str, Any]:
     """Validate a ``fraud-labels`` message value; timestamps become UTC datetimes.
 
-    ``not_after_ms`` bounds ``labelled_at`` as for :func:`decode_transaction`.
+    ``kafka_timestamp_ms`` as for :func:`decode_transaction`: ``labelled_at``
+    and the transaction's ``timestamp`` may be at most
+    ``BOUNDS.max_future_skew`` after it. Raises nothing but
+    :class:`~ingest.validation.ValidationError`, whatever the bytes.
     """
     if message_value is None:
         raise ValidationError(where, None, "empty message (null value)")
-    try:
-        obj = json.loads(message_value.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValidationError(where, None, f"invalid label message: {err}") from None
-    if not isinstance(obj, dict):
-        raise ValidationError(where, None, "expected a JSON object")
-    record = label_record(obj, where)
-    _check_skew(record["labelled_at"], not_after_ms, where, "labelled_at")
-    return record
+    return guarded(where, _decode_label, message_value, where, kafka_timestamp_ms)
 
 
-def label_record(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Validate one label in the ``fraud-labels`` format (a message or a file's row)."""
+def _decode_label(value: bytes, where: str, kafka_timestamp_ms: int | None) -> dict[str, Any]:
+    return label_record(parse_json_object(value, where), where,
+                        kafka_timestamp_ms=kafka_timestamp_ms)
+
+
+def label_record(
+    obj: Mapping[str, Any], where: str, *, kafka_timestamp_ms: int | None = None
+) -> dict[str, Any]:
+    """Validate one label in the ``fraud-labels`` format (a message or a file's row).
+
+    The same rules and bounds as a transaction's fields; ``source`` is
+    optional (``"unknown"``) and at most ``LABEL_SOURCE_MAX_LENGTH``
+    characters. ``kafka_timestamp_ms`` as for :func:`decode_label`.
+    """
+    ms = kafka_timestamp_ms
     return {
         TRANSACTION_ID: parse_string(obj.get(TRANSACTION_ID), where, TRANSACTION_ID, True),
         LABEL_KEY: parse_label(obj.get(LABEL_KEY), where),
-        TIMESTAMP: parse_timestamp(obj.get(TIMESTAMP), where),
+        TIMESTAMP: parse_timestamp(obj.get(TIMESTAMP), where, message_ms=ms),
         CUSTOMER_ID: parse_string(obj.get(CUSTOMER_ID), where, CUSTOMER_ID, True),
         TERMINAL_ID: parse_string(obj.get(TERMINAL_ID), where, TERMINAL_ID, True),
-        "labelled_at": parse_timestamp(obj.get("labelled_at"), where, "labelled_at"),
-        "source": parse_string(obj.get("source"), where, "source", False),
+        LABELLED_AT: parse_timestamp(obj.get(LABELLED_AT), where, LABELLED_AT, message_ms=ms),
+        LABEL_SOURCE: parse_string(obj.get(LABEL_SOURCE), where, LABEL_SOURCE, False,
+                                   LABEL_SOURCE_MAX_LENGTH),
     }
 
 

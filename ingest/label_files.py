@@ -7,16 +7,17 @@ to the transactions it trains on: a fraud the chargebacks have not shown yet
 becomes a fraud, a confirmed false positive a genuine transaction. This is how
 the analysts' work flows back into the model.
 
-Each record is validated like a message of the labels topic; a bad one stops
-the job with the file, the line and the field. When a transaction was decided
+Each record is validated like a message of the labels topic, with the same
+bounds (``docs/ingest-bounds.md``); a bad one stops the job with the file, the
+line and the field. When a transaction was decided
 more than once, the latest decision (``labelled_at``, then file order) wins.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-from collections.abc import Sequence
+import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,10 @@ import numpy as np
 import pyarrow as pa
 
 from features.errors import InputError
-from features.spec import LABEL_KEY, TRANSACTION_ID
+from features.spec import LABEL_KEY, LABELLED_AT, TRANSACTION_ID
 from ingest.kafka_io import label_record
 from ingest.lake import labels_of
-from ingest.validation import ValidationError
+from ingest.validation import ValidationError, guarded, parse_json_object
 
 SUFFIXES = (".jsonl", ".csv")
 REQUIRED_COLUMNS = (TRANSACTION_ID, LABEL_KEY)
@@ -71,46 +72,63 @@ def check_label_files(paths: Sequence[Path]) -> None:
 
 
 def read_label_files(paths: Sequence[Path]) -> LabelFiles:
-    """Read and validate every record; keep the latest decision per transaction."""
+    """Read and validate every record; keep the latest decision per transaction.
+
+    Every record keeps the labels topic's rules and bounds
+    (:func:`ingest.kafka_io.label_record`); whatever a file holds, a bad one
+    raises :class:`~ingest.validation.ValidationError` naming its line.
+    """
     check_label_files(paths)
     decisions: list[tuple[float, int, str, int]] = []
     for path in paths:
         for where, raw in _raw_records(path):
-            record = label_record(raw, where)
+            record = guarded(where, label_record, raw, where)
             order = len(decisions)
-            decisions.append((record["labelled_at"].timestamp(), order,
+            decisions.append((record[LABELLED_AT].timestamp(), order,
                               record[TRANSACTION_ID], record[LABEL_KEY]))
     decisions.sort()
     latest = {transaction_id: label for _, _, transaction_id, label in decisions}
     return LabelFiles(latest, len(decisions), tuple(str(p) for p in paths))
 
 
-def _raw_records(path: Path) -> list[tuple[str, dict[str, object]]]:
-    records: list[tuple[str, dict[str, object]]] = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        if path.suffix.lower() == ".csv":
-            reader = csv.DictReader(handle)
-            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or ())]
-            if missing:
-                raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
-            # Line 1 is the header.
-            records = [(f"line {n} of {path}", dict(row)) for n, row in enumerate(reader, 2)]
-        else:
-            for n, line in enumerate(handle, 1):
-                where = f"line {n} of {path}"
-                if line.strip():
-                    records.append((where, _json_object(line, where)))
+def _raw_records(path: Path) -> list[tuple[str, Mapping[str, object]]]:
+    data = path.read_bytes()
+    if path.suffix.lower() == ".csv":
+        return _csv_records(path, data.removeprefix(_BOM))
+    if data.startswith(_BOM):
+        data = b"   " + data[len(_BOM):]  # a byte order mark; byte offsets kept
+    records: list[tuple[str, Mapping[str, object]]] = []
+    for n, line in enumerate(data.split(b"\n"), 1):
+        if line.strip():
+            where = f"line {n} of {path}"
+            records.append((where, parse_json_object(line, where)))
     return records
 
 
-def _json_object(line: str, where: str) -> dict[str, object]:
+_BOM = b"\xef\xbb\xbf"
+
+
+def _csv_records(path: Path, data: bytes) -> list[tuple[str, Mapping[str, object]]]:
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise ValidationError(where, None, f"invalid JSON: {err}") from None
-    if not isinstance(obj, dict):
-        raise ValidationError(where, None, "expected a JSON object")
-    return obj
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1)
+        raise ValidationError(f"line {line} of {path}", None,
+                              f"invalid UTF-8 at byte {column}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    records: list[tuple[str, Mapping[str, object]]] = []
+    try:
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+        # Line 1 is the header.
+        for n, row in enumerate(reader, 2):
+            records.append((f"line {n} of {path}", row))
+    except csv.Error as err:
+        raise ValidationError(f"line {reader.line_num} of {path}", None,
+                              f"unreadable CSV: {err}") from None
+    return records
 
 
 def apply_label_files(table: pa.Table, files: LabelFiles) -> tuple[pa.Table, LabelsApplied]:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from features.errors import InputError
 from features.spec import (
+    BOUNDS,
     LABEL_KEY,
     MAX_RECORD_BYTES,
     RAW_FIELDS,
@@ -181,7 +182,7 @@ def _require_columns(path: Path, present: list[str], labelled: bool) -> None:
     required = list(REQUIRED_FIELDS) + ([LABEL_KEY] if labelled else [])
     for name in required:
         if name not in present:
-            raise InputError(f"{path}: missing required column '{name}'")
+            raise ValidationError(str(path), None, f"missing required column '{name}'")
 
 
 def _validate(
@@ -202,8 +203,8 @@ def _read_csv(path: Path, labelled: bool) -> pa.Table:
     )
     try:
         return pcsv.read_csv(path, convert_options=options)
-    except pa.ArrowInvalid as err:
-        raise InputError(f"{path}: unreadable CSV: {err}") from None
+    except pa.ArrowException as err:
+        raise ValidationError(str(path), None, f"unreadable CSV: {err}") from None
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -212,21 +213,34 @@ def _csv_header(path: Path) -> list[str]:
     try:
         line = first.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise InputError(f"line 1 of {path}: invalid UTF-8 in the header") from None
-    return [name.strip() for name in next(csv.reader([line]), [])]
+        raise ValidationError(f"line 1 of {path}", None, "invalid UTF-8 in the header") from None
+    try:
+        return [name.strip() for name in next(csv.reader([line]), [])]
+    except csv.Error as err:
+        raise ValidationError(f"line 1 of {path}", None, f"unreadable CSV header: {err}") from None
 
 
 def _read_parquet(path: Path, labelled: bool) -> pa.Table:
     try:
         names = pq.read_schema(path).names
         return pq.read_table(path, columns=[n for n in _wanted(labelled) if n in names])
-    except (pa.ArrowInvalid, OSError) as err:
-        raise InputError(f"{path}: unreadable Parquet: {err}") from None
+    except (pa.ArrowException, OSError) as err:
+        raise ValidationError(str(path), None, f"unreadable Parquet: {err}") from None
 
 
 def _read_jsonl(path: Path, labelled: bool, skip: bool) -> TableCheck:
-    """Arrow's JSON reader when the file is clean; else the line-by-line validator."""
+    """Arrow's JSON reader when the file is plainly clean; else the line-by-line validator.
+
+    Arrow's reader reads some lines differently from Python's ``json`` (a NUL
+    ends its input, two objects on a line are two rows, deep nesting crashes
+    it, integers beyond int64 become floats), so it only gets files where the
+    first three cannot happen, its rows must match the lines one to one, and
+    every row must be valid: otherwise the line-by-line validator (the
+    reference) reads the file and names each bad line.
+    """
     data = path.read_bytes()
+    if data.startswith(_BOM):
+        data = b"   " + data[len(_BOM):]  # a file's byte order mark; byte offsets kept
     lines = _line_bounds(data)
     if _fast_jsonl_ok(data, lines):
         options = pjson.ParseOptions(
@@ -243,13 +257,21 @@ def _read_jsonl(path: Path, labelled: bool, skip: bool) -> TableCheck:
         except pa.ArrowInvalid:
             pass
         else:
-            if raw.num_rows == 0:
-                return TableCheck(arrow_schema(labelled=labelled).empty_table(), 0, ())
             numbers = _nonblank_line_numbers(data, lines)
-            return _validate(
-                raw, path, labelled, skip, lambda row: f"line {numbers[row]} of {path}"
-            )
+            if raw.num_rows == 0 and not len(numbers):
+                return TableCheck(arrow_schema(labelled=labelled).empty_table(), 0, ())
+            if raw.num_rows == len(numbers):
+                _require_columns(path, raw.column_names, labelled)
+                check = validate_table(raw, labelled=labelled, skip_invalid=True, max_errors=0,
+                                       row_name=lambda row: f"line {numbers[row]} of {path}")
+                if not check.skipped:
+                    return check
+                # A bad line: the record validator names it (and reads what Arrow
+                # reads otherwise, e.g. integers beyond int64, exactly as Python).
     return _read_jsonl_lines(data, lines, path, labelled, skip)
+
+
+_BOM = b"\xef\xbb\xbf"
 
 
 def _line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -264,21 +286,39 @@ def _fast_jsonl_ok(data: bytes, lines: tuple[np.ndarray, np.ndarray]) -> bool:
     starts, ends = lines
     if len(starts) and int((ends - starts).max()) > MAX_RECORD_BYTES:
         return False
+    if b"\x00" in data:
+        return False
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
         return False
+    # No line may hold more brackets than the depth bound (deep nesting crashes Arrow).
+    view = np.frombuffer(data, dtype=np.uint8)
+    opens = np.flatnonzero(view == ord("{"))
+    if b"[" in data:
+        opens = np.union1d(opens, np.flatnonzero(view == ord("[")))
+    if len(opens) > BOUNDS.max_json_depth:
+        first = np.searchsorted(opens, starts)
+        per_line = np.diff(np.append(first, len(opens)))
+        if int(per_line.max()) > BOUNDS.max_json_depth:
+            return False
     return True
 
 
 def _nonblank_line_numbers(data: bytes, lines: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """1-based numbers of the lines Arrow turned into rows (blank lines are skipped)."""
+    """1-based numbers of the lines Arrow turns into rows: not only JSON whitespace."""
     starts, ends = lines
     view = np.frombuffer(data, dtype=np.uint8)
-    length = ends - starts
-    last = view[np.maximum(ends - 1, 0)] if len(view) else np.zeros(len(ends), np.uint8)
-    blank = (length == 0) | ((length == 1) & (last == ord("\r")))
+    first = view[np.minimum(starts, max(len(view) - 1, 0))] if len(view) else starts * 0
+    # Only a line that is empty or starts with whitespace can be blank: look at those.
+    maybe = (ends == starts) | np.isin(first, _JSON_SPACE)
+    blank = np.zeros(len(starts), dtype=bool)
+    for i in np.flatnonzero(maybe):
+        blank[i] = not data[starts[i]:ends[i]].strip(b" \t\r")
     return np.flatnonzero(~blank) + 1
+
+
+_JSON_SPACE = np.frombuffer(b" \t\r\n", dtype=np.uint8)
 
 
 def _read_jsonl_lines(

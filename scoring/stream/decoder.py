@@ -4,7 +4,7 @@ Whatever a message's bytes provoke — the contract's own
 :class:`~ingest.validation.ValidationError`, or any other exception a decoder
 bug might raise — that message alone goes to the dead-letter topic with the
 reason; the others of the batch go on. A live event may not be dated more
-than :data:`features.spec.MAX_FUTURE_SKEW` past its Kafka timestamp or the
+than ``features.spec.BOUNDS.max_future_skew`` past its Kafka timestamp or the
 scorer's clock, whichever is earlier, so no single event can move the state's
 clock (and expire everything in it).
 """
@@ -95,7 +95,7 @@ class BatchDecoder:
         out.dead[:0] = dead
         for m in labels:
             try:
-                out.labels.append(decode_label(m.value, where(m), not_after_ms=_bound(m, now_ms)))
+                out.labels.append(decode_label(m.value, where(m), kafka_timestamp_ms=_time_ms(m, now_ms)))
                 out.label_messages.append(m)
             except ValidationError as err:
                 out.dead.append((m, err))
@@ -107,7 +107,8 @@ class BatchDecoder:
         if len(messages) >= BATCH_DECODE_MIN_MESSAGES:
             try:
                 table = decode_transactions(
-                    [m.value for m in messages], not_after_ms=[_bound(m, now_ms) for m in messages]
+                    [m.value for m in messages],
+                    kafka_timestamps_ms=[_time_ms(m, now_ms) for m in messages],
                 )
             except Exception:  # the fast path must never decide: the exact path names the culprit
                 table = None
@@ -119,7 +120,7 @@ class BatchDecoder:
         for m in messages:
             try:
                 records.append(
-                    decode_transaction(m.value, where(m), not_after_ms=_bound(m, now_ms))
+                    decode_transaction(m.value, where(m), kafka_timestamp_ms=_time_ms(m, now_ms))
                 )
                 valid.append(m)
             except ValidationError as err:
@@ -129,7 +130,7 @@ class BatchDecoder:
         return DecodedBatch(records_to_table(records, labelled=False), valid, dead=dead)
 
 
-def _bound(message: Message, now_ms: int) -> int:
-    """The latest Kafka timestamp an event may be measured against: its own, or now."""
+def _time_ms(message: Message, now_ms: int) -> int:
+    """The time an event is measured against: its Kafka timestamp, capped by the clock."""
     stamp = message.timestamp_ms
     return now_ms if stamp is None or stamp <= 0 else min(stamp, now_ms)

