@@ -95,7 +95,8 @@ class BatchDecoder:
         out.dead[:0] = dead
         for m in labels:
             try:
-                out.labels.append(decode_label(m.value, where(m), kafka_timestamp_ms=_time_ms(m, now_ms)))
+                label = decode_label(m.value, where(m), kafka_timestamp_ms=_time_ms(m, now_ms))
+                out.labels.append(label)
                 out.label_messages.append(m)
             except ValidationError as err:
                 out.dead.append((m, err))

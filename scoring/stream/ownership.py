@@ -125,7 +125,14 @@ class OwnedPartitions:
         try:
             rows = self.store.rows(key)
             if rows:
-                state = PartitionState.restore(key, self.config, rows)
+                try:
+                    state = PartitionState.restore(key, self.config, rows)
+                except CheckpointUnusable as err:
+                    if not self.settings.rebuild_state:
+                        raise
+                    log.warning("%s; --rebuild-state: rebuilding the partition", err)
+                    self.store.truncate(key, 0)
+                    return self._fresh(key)
                 self.metrics.partitions_restored.inc()
                 log.info("restored partition %s[%d] at offset %s", *key, state.next_offset)
                 return state

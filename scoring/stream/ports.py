@@ -184,6 +184,10 @@ class PartitionStore(Protocol):
         """Partitions that have checkpoint rows."""
         ...
 
+    def truncate(self, partition: Partition, from_seq: int) -> int:
+        """Delete the rows of ``partition`` from ``from_seq`` on; how many."""
+        ...
+
     def discard(self) -> int:
         """Delete every row of the group; how many there were."""
         ...

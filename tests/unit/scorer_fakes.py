@@ -45,9 +45,13 @@ def tx_message(
         "amount": amount,
         **extra,
     }
-    return Message(
-        "transactions", partition, offset, customer.encode(), json.dumps(record).encode(), 0
-    )
+    value = json.dumps(record).encode()
+    return Message("transactions", partition, offset, customer.encode(), value, _ms(record))
+
+
+def _ms(record: dict[str, Any]) -> int:
+    """A Kafka timestamp for a record: produced at its event time (as a live bank's are)."""
+    return int(datetime.fromisoformat(str(record["timestamp"])).timestamp() * 1000)
 
 
 def label_message(offset: int, transaction: Message, is_fraud: int = 1) -> Message:
@@ -61,7 +65,7 @@ def label_message(offset: int, transaction: Message, is_fraud: int = 1) -> Messa
         "labelled_at": record["timestamp"],
         "source": "test",
     }
-    return Message("fraud-labels", 0, offset, b"l", json.dumps(label).encode(), 0)
+    return Message("fraud-labels", 0, offset, b"l", json.dumps(label).encode(), _ms(label))
 
 
 class FakeSource:
@@ -223,6 +227,12 @@ class FakePartitionStore:
 
     def partitions(self) -> set[Partition]:
         return {k for k, v in self.by_partition.items() if v}
+
+    def truncate(self, partition: Partition, from_seq: int) -> int:
+        chain = self.by_partition.get(partition, [])
+        kept = [r for r in chain if r.seq < from_seq]
+        self.by_partition[partition] = kept
+        return len(chain) - len(kept)
 
     def discard(self) -> int:
         count = sum(len(v) for v in self.by_partition.values())

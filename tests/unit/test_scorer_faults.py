@@ -9,12 +9,20 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from features.behaviour import BehaviourConfig, BehaviourState
+from features.behaviour import BehaviourConfig
 from features.model_dir import ModelMetadata
 from scoring.stream import decoder
-from scoring.stream.checkpointer import sealed_snapshot
-from scoring.stream.ports import Message, RowsRejected, SavedState
-from tests.unit.scorer_fakes import T0, FakeModel, FakeStore, make_scorer, tx_message
+from scoring.stream.partitions import PartitionState
+from scoring.stream.ports import Message, PartitionRow, RowsRejected
+from scoring.stream.sealed import CheckpointUnusable
+from tests.unit.scorer_fakes import (
+    T0,
+    FakeModel,
+    FakePartitionStore,
+    FakeStore,
+    make_scorer,
+    tx_message,
+)
 
 
 def _features(model: FakeModel, name: str) -> dict[str, float]:
@@ -62,24 +70,24 @@ def test_an_event_dated_far_past_its_kafka_timestamp_is_a_dead_letter():
     assert [m.offset for m, _ in dlq.sent] == [1]
     assert dlq.sent[0][1].field == "timestamp"
     assert sorted(store.alerts) == ["t0", "t2"]
-    assert scorer.state.watermark_us < 2**62  # the clock did not jump to 2099
-    assert scorer.state.watermark_us == int((T0 + timedelta(minutes=2)).timestamp() * 1e6)
+    partition = scorer.owned.states[("transactions", 0)]
+    assert partition.watermark_us == int((T0 + timedelta(minutes=2)).timestamp() * 1e6)
 
 
 @pytest.mark.parametrize("max_batch", [1, 5, 50])
 def test_a_message_that_breaks_feature_computation_is_isolated_and_the_state_stays_exact(
     max_batch, monkeypatch
 ):
-    real = BehaviourState.update_and_read
+    real = PartitionState.update_and_read
 
-    def poisoned(self, transactions, **kwargs):
+    def poisoned(self, transactions, times):
         """Raises on one transaction, after it has changed the state (the worst case)."""
-        out = real(self, transactions, **kwargs)
+        out = real(self, transactions, times)
         if "t7" in transactions.column("transaction_id").to_pylist():
             raise ZeroDivisionError("float division by zero")
         return out
 
-    monkeypatch.setattr(BehaviourState, "update_and_read", poisoned)
+    monkeypatch.setattr(PartitionState, "update_and_read", poisoned)
     messages = [tx_message(i, float(20 + 7 * i % 80)) for i in range(20)]
     scorer, source, dlq, store, model = make_scorer(messages, max_batch=max_batch)
     summary = scorer.run()
@@ -214,53 +222,65 @@ def test_a_hot_swap_to_a_compatible_version_is_followed():
     assert scorer.metrics.health.as_dict()["model_version"] == 5
 
 
-def _checkpoint(messages, store) -> SavedState:
-    make_scorer(messages, store=store)[0].run()
-    assert store.saved is not None
-    return store.saved
+def _rows_after(messages, partitions) -> list:
+    make_scorer(messages, partition_store=partitions)[0].run()
+    return partitions.by_partition[("transactions", 0)]
 
 
-def test_a_corrupt_checkpoint_holds_the_scorer_and_never_resumes_with_an_empty_state():
-    store = FakeStore()
-    good = _checkpoint([tx_message(i, 90) for i in range(3)], store)
-    store.saved = SavedState(good.state[:-10] + b"0123456789", good.positions, good.model_version)
-    scorer, source, _, _, _ = make_scorer(
-        [tx_message(i, 90) for i in range(5)], store=store, exit_when_idle_seconds=None
+def _damage(rows, index: int) -> None:
+    row = rows[index]
+    rows[index] = PartitionRow(
+        row.topic, row.partition, row.seq, row.kind, row.state[:-10] + b"0123456789",
+        row.next_offset, row.watermark_us, row.model_version,
+    )
+
+
+def test_a_corrupt_checkpoint_holds_its_partition_and_never_resumes_with_an_empty_state():
+    partitions = FakePartitionStore()
+    rows = _rows_after([tx_message(i, 90) for i in range(3)], partitions)
+    _damage(rows, len(rows) - 1)
+    scorer, source, _, store, _ = make_scorer(
+        [tx_message(i, 90) for i in range(5)],
+        partition_store=partitions,
+        exit_when_idle_seconds=None,
     )
     seen = _health_after(scorer, 0.3)
     assert seen["status"] == "degraded"
     assert "checksum mismatch" in seen["state"] and "use-previous" in seen["state"]
-    assert not source.commits and set(store.alerts) == {"t0", "t1", "t2"}
+    assert ("transactions", 0) in source.held
+    assert not store.alerts and not source.commits
 
 
-def test_a_corrupt_checkpoint_is_rebuilt_from_history_when_asked():
-    store = FakeStore()
-    good = _checkpoint([tx_message(i, 90) for i in range(3)], store)
-    store.saved = SavedState(b"garbage", good.positions, good.model_version)
+def test_a_corrupt_checkpoint_is_rebuilt_from_the_beginning_when_asked():
+    partitions = FakePartitionStore()
+    rows = _rows_after([tx_message(i, 90) for i in range(3)], partitions)
+    _damage(rows, 0)
     messages = [tx_message(i, 90) for i in range(5)]
-    scorer, _, _, _, model = make_scorer(messages, store=store, rebuild_state=True)
+    scorer, source, _, store, model = make_scorer(
+        messages, partition_store=partitions, rebuild_state=True
+    )
+    source.commits.append({("transactions", 0): 3})  # Kafka remembers the group's offsets
     scorer.run()
     assert set(store.alerts) == {f"t{i}" for i in range(5)}
     assert _features(model, "customer_nb_tx_1d")["t4"] == 5.0  # replayed from the beginning
 
 
 def test_a_lost_checkpoint_with_committed_offsets_holds_instead_of_starting_empty():
-    store = FakeStore()
     messages = [tx_message(i, 90) for i in range(5)]
-    scorer, source, _, _, _ = make_scorer(messages, store=store, exit_when_idle_seconds=None)
+    scorer, source, _, store, _ = make_scorer(messages, exit_when_idle_seconds=None)
     source.commits.append({("transactions", 0): 3})  # Kafka remembers the group's offsets
     seen = _health_after(scorer, 0.3)
-    assert "the state was lost" in seen["state"] and "--rebuild-state" in seen["state"]
+    assert "its state was lost" in seen["state"] and "--rebuild-state" in seen["state"]
     assert not store.alerts
 
 
 def test_the_revocation_callback_never_touches_the_state_while_a_batch_runs():
-    store = FakeStore()
-    scorer, _, _, _, _ = make_scorer([tx_message(0, 90)], store=store)
+    partitions = FakePartitionStore()
+    scorer, _, _, _, _ = make_scorer([tx_message(0, 90)], partition_store=partitions)
     scorer.run()
-    saved_before = store.saved
+    rows_before = len(partitions.by_partition[("transactions", 0)])
     scorer._idle_since = 1.0
-    scorer.checkpointer.positions[("transactions", 0)] = 99  # progress to checkpoint
+    scorer.owned.states[("transactions", 0)].next_offset = 99  # progress to checkpoint
     with scorer._state_lock:  # the loop is mid-batch
         done = threading.Event()
         thread = threading.Thread(
@@ -268,9 +288,10 @@ def test_the_revocation_callback_never_touches_the_state_while_a_batch_runs():
         )
         thread.start()
         assert done.wait(5)  # gave up waiting for the lock instead of blocking or snapshotting
-    assert store.saved is saved_before
+    assert len(partitions.by_partition[("transactions", 0)]) == rows_before
     scorer._on_revoked([("transactions", 0)])  # between batches it does checkpoint
-    assert store.saved is not saved_before and store.saved.positions[("transactions", 0)] == 99
+    rows = partitions.by_partition[("transactions", 0)]
+    assert len(rows) == rows_before + 1 and rows[-1].next_offset == 99
 
 
 def test_checkpoint_age_is_reported_and_a_stale_one_degrades_health():
@@ -283,11 +304,12 @@ def test_checkpoint_age_is_reported_and_a_stale_one_degrades_health():
     assert health.as_dict()["status"] == "ok"
 
 
-def test_sealed_checkpoints_round_trip():
-    state = BehaviourState()
-    saved = sealed_snapshot(state, {("transactions", 0): 4}, 3)
-    from scoring.stream.checkpointer import open_checkpoint
-
-    restored = open_checkpoint(saved, "test")
-    assert restored.positions == {("transactions", 0): 4}
-    assert restored.state.config == state.config
+def test_partition_rows_round_trip_and_refuse_damage():
+    partitions = FakePartitionStore()
+    rows = _rows_after([tx_message(i, 90, customer=f"C{i % 3}") for i in range(9)], partitions)
+    restored = PartitionState.restore(("transactions", 0), BehaviourConfig(), list(rows))
+    assert sorted(restored.customers.histories) == ["C0", "C1", "C2"]
+    assert restored.next_offset == 9
+    _damage(rows, 0)
+    with pytest.raises(CheckpointUnusable, match="checksum"):
+        PartitionState.restore(("transactions", 0), BehaviourConfig(), list(rows))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,8 +15,10 @@ from scoring.stream.ports import Message
 from tests.unit.scorer_fakes import (
     T0,
     FakeModel,
+    FakePartitionStore,
     FakeSource,
     FakeStore,
+    label_message,
     make_scorer,
     tx_message,
 )
@@ -77,7 +78,7 @@ def test_a_large_batch_is_scored_the_same_whether_validated_at_once_or_one_by_on
         expected.discard("t150")
     assert set(store.alerts) == expected
     assert summary.events == n - poisoned and len(dlq.sent) == poisoned
-    assert column_path == [not poisoned]
+    assert set(column_path) == {not poisoned}  # the stage and the scorer decode alike
     if poisoned:
         assert "transactions[0]@150" in str(dlq.sent[0][1])
     one_by_one, _, _, reference, _ = make_scorer(messages, max_batch=50)
@@ -114,15 +115,17 @@ def test_a_model_that_rejects_the_inputs_sends_the_batch_to_the_dead_letter_topi
 
 def test_restart_from_an_older_checkpoint_replays_to_identical_features_without_duplicates():
     messages = [tx_message(i, float(10 + 13 * i % 90)) for i in range(40)]
-    store = FakeStore()
-    make_scorer(messages[:15], store=store, max_batch=5)[0].run()
-    older = store.saved
-    assert older is not None and older.positions == {("transactions", 0): 15}
-    # Crash after alerts of events 15..24 were written but before their checkpoint.
-    make_scorer(messages[:25], store=store, max_batch=5)[0].run()
+    store, partitions = FakeStore(), FakePartitionStore()
+    make_scorer(messages[:15], store=store, partition_store=partitions, max_batch=5)[0].run()
+    older = list(partitions.by_partition[("transactions", 0)])
+    assert older[-1].next_offset == 15
+    # Crash after alerts of events 15..24 were written but before their checkpoint rows.
+    make_scorer(messages[:25], store=store, partition_store=partitions, max_batch=5)[0].run()
     alerts_before = dict(store.alerts)
-    store.saved = older
-    restarted, _, _, _, model = make_scorer(messages, store=store, max_batch=5)
+    partitions.by_partition[("transactions", 0)] = older
+    restarted, _, _, _, model = make_scorer(
+        messages, store=store, partition_store=partitions, max_batch=5
+    )
     restarted.run()
 
     uninterrupted, _, _, reference_store, reference_model = make_scorer(messages, max_batch=5)
@@ -135,86 +138,70 @@ def test_restart_from_an_older_checkpoint_replays_to_identical_features_without_
         np.testing.assert_array_equal(replayed, reference)
 
 
-def test_labels_are_applied_to_terminal_state():
-    label = {
-        "transaction_id": "t0",
-        "is_fraud": 1,
-        "timestamp": T0.isoformat(),
-        "customer_id": "C1",
-        "terminal_id": "T1",
-        "labelled_at": T0.isoformat(),
-        "source": "test",
-    }
-    week_later = (T0 + timedelta(days=7, minutes=1)).isoformat()
+def test_checkpoints_are_incremental_per_partition():
+    """A checkpoint row holds only the customers changed since the row before."""
+    messages = [tx_message(i, 20, customer=f"C{i % 4}") for i in range(8)]
+    messages += [tx_message(i, 20, customer="C0") for i in range(8, 12)]
+    partitions = FakePartitionStore()
+    scorer = make_scorer(messages, partition_store=partitions, max_batch=4)[0]
+    scorer.run()
+    rows = partitions.by_partition[("transactions", 0)]
+    assert [r.kind for r in rows[:3]] == ["base", "delta", "delta"]
+    from features.state_codec import decode_customers
+    from scoring.stream.sealed import unseal
+
+    changed = [sorted(decode_customers(unseal(r.state, "t"))[0]) for r in rows]
+    assert changed[0] == ["C0", "C1", "C2", "C3"]  # the first row is a base: everything
+    assert changed[2] == ["C0"]  # the last four events touched one customer only
+    assert rows[-1].next_offset == 12
+
+
+def test_labels_are_applied_to_terminal_state_by_the_stage():
+    first = tx_message(0, 10)
     record = {
         "transaction_id": "t9",
-        "timestamp": week_later,
+        "timestamp": (T0 + timedelta(days=7, minutes=1)).isoformat(),
         "customer_id": "C2",
         "terminal_id": "T1",
         "amount": 1.0,
     }
-    messages = [
-        tx_message(0, 10),
-        Message("fraud-labels", 0, 0, b"t0", json.dumps(label).encode(), 0),
-        Message("transactions", 0, 1, b"C2", json.dumps(record).encode(), 0),
-    ]
+    later = Message(
+        "transactions", 0, 1, b"C2", json.dumps(record).encode(),
+        int((T0 + timedelta(days=7, minutes=1)).timestamp() * 1000),
+    )
+    messages = [first, label_message(0, first), later]
     scorer, _, _, _, model = make_scorer(messages, max_batch=2)
-    summary = scorer.run()
-    assert summary.labels == 1
+    scorer.run()
     assert model.seen[-1]["terminal_nb_tx_1d"][-1] == 1.0
     assert model.seen[-1]["terminal_risk_1d"][-1] == 1.0
 
 
-class SplitGroupSource(FakeSource):
-    """Two partitions; a dead member holds partition 1 for the first joins, then it is ours."""
-
-    def __init__(self, messages: list[Message], joins_before_handover: int) -> None:
-        super().__init__(messages)
-        self.joins_before_handover = joins_before_handover
-        self.rejoins = 0
-        self.health: Any = None
-        self.health_while_holding: dict[str, Any] | None = None
-
-    def partition_count(self, topic: str) -> int:
-        return 2
-
-    def poll(self, timeout_ms: int, max_records: int) -> list[Message]:
-        if self.assigned is not None:
-            complete = self.rejoins >= self.joins_before_handover
-            partitions = [("transactions", 0)] + ([("transactions", 1)] if complete else [])
-            seek = self.assigned(partitions)
-            self.assigned = None
-            self.position = seek.get(("transactions", 0), 0)
-            if not complete:
-                return []
-        batch = self.messages[self.position : self.position + max_records]
-        self.position += len(batch)
-        return batch
-
-    def on_assignment(self, assigned, revoked) -> None:
-        self.assigned = assigned
-        self.callback = assigned
-
-    def rejoin(self) -> None:
-        self.rejoins += 1
-        self.health_while_holding = self.health.as_dict() if self.health else None
-        self.assigned = self.callback  # the next poll joins again
-
-
-def test_a_scorer_given_only_some_partitions_scores_nothing_until_it_owns_them_all():
-    """After a kill -9 the dead member keeps its partitions until its session expires."""
-    messages = [tx_message(i, amount) for i, amount in enumerate([10, 70, 40, 95])]
-    source = SplitGroupSource(messages, joins_before_handover=3)
-    scorer, _, _, store, _ = make_scorer(messages, source=source)
-    source.health = scorer.metrics.health
-
-    summary = scorer.run()
-
-    assert source.rejoins == 3  # it rejoined, scoring nothing, until a join gave it both
-    assert source.health_while_holding is not None
-    assert source.health_while_holding["status"] == "degraded"
-    assert source.health_while_holding["last_error"].startswith("holding: 1 of 2 partitions")
-    assert scorer.metrics.health.as_dict()["status"] == "ok"
-    assert sorted(store.alerts) == ["t1", "t3"]  # then scored every event once, from the start
-    assert store.alerts["t3"].features["customer_nb_tx_1d"] == 4.0
-    assert summary.events == 4
+def test_scorers_sharing_the_partitions_score_exactly_as_one():
+    """Customer state follows the partitions; terminal state comes from the stage."""
+    messages = []
+    for i in range(60):
+        customer = f"C{i % 6}"
+        messages.append(tx_message(i, 20 + (i * 31) % 80, customer=customer,
+                                   partition=i % 6 % 2, terminal_id=f"T{i % 5}"))
+    by_partition: dict[int, int] = {}
+    renumbered = []
+    for m in messages:  # offsets per partition
+        offset = by_partition.get(m.partition, 0)
+        by_partition[m.partition] = offset + 1
+        renumbered.append(m._replace(offset=offset))
+    single, _, _, one_store, _ = make_scorer(renumbered, max_batch=7)
+    single.run()
+    stores = []
+    for mine in (0, 1):
+        source = FakeSource([m for m in renumbered if m.partition == mine])
+        source.all = [("transactions", mine)]
+        scorer, _, _, store, _ = make_scorer(
+            renumbered, source=source, max_batch=7, stage_messages=renumbered
+        )
+        scorer.run()
+        stores.append(store)
+    union = {**stores[0].alerts, **stores[1].alerts}
+    assert union.keys() == one_store.alerts.keys()
+    for key, alert in one_store.alerts.items():
+        assert union[key].features == alert.features
+        assert union[key].score == pytest.approx(alert.score)
