@@ -26,7 +26,10 @@ pytestmark = pytest.mark.integration
 
 FRAUD = Path(sys.executable).with_name("fraud")
 T0 = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
-TABLES = {"alerts", "alert_reviews", "scorer_checkpoints"}
+TABLES = {
+    "alerts", "alert_reviews", "scorer_checkpoints", "users", "api_tokens", "web_sessions",
+    "login_attempts", "audit", "audit_head", "decisions",
+}
 
 
 def new_alert(i: int) -> repo.NewAlert:
@@ -70,12 +73,12 @@ def schema_diff(url: str) -> list[object]:
 def test_upgrade_creates_exactly_the_orm_schema_and_is_idempotent(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
-        assert upgrade(engine) == head_revision() == "0001"
+        assert upgrade(engine) == head_revision() == "0101"
         assert set(inspect(engine).get_table_names()) >= TABLES
         assert schema_diff(db_url) == []
         insert(db_url, [new_alert(1)])
 
-        assert upgrade(engine) == "0001"  # a second run changes nothing
+        assert upgrade(engine) == "0101"  # a second run changes nothing
         with engine.connect() as connection:
             assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
             assert connection.execute(text("SELECT count(*) FROM alerts")).scalar() == 1
@@ -102,7 +105,7 @@ def test_downgrade_then_upgrade_again(alerts_db_url: str) -> None:
             config.attributes["connection"] = connection
             command.downgrade(config, "base")
         assert not TABLES & set(inspect(engine).get_table_names())
-        assert upgrade(engine) == "0001"
+        assert upgrade(engine) == "0101"
         assert schema_diff(alerts_db_url) == []
     finally:
         engine.dispose()
@@ -210,8 +213,8 @@ def test_cli_upgrade_list_label_export(db_url: str, tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1 and "fraud db upgrade" in refused.stderr
 
-    assert last_line(fraud("db", "upgrade", "--db", db_url)) == "0001"
-    assert last_line(fraud("db", "upgrade", env={"FRAUD_DB_URL": db_url})) == "0001"
+    assert last_line(fraud("db", "upgrade", "--db", db_url)) == "0101"
+    assert last_line(fraud("db", "upgrade", env={"FRAUD_DB_URL": db_url})) == "0101"
     assert json.loads(last_line(fraud("alerts", "list", "--json", "--db", db_url))) == []
 
     insert(db_url, [new_alert(i) for i in range(3)])
