@@ -227,8 +227,8 @@ def _terminal(row: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
     facts = []
     best: tuple[float, int, int, int] | None = None
     for w in _windows():
-        count = int(round(_num(row, f"terminal_nb_tx_{w}d")))
-        frauds = int(round(_num(row, f"terminal_risk_{w}d") * count))
+        count = round(_num(row, f"terminal_nb_tx_{w}d"))
+        frauds = round(_num(row, f"terminal_risk_{w}d") * count)
         if frauds and (best is None or frauds / count > best[0]):
             best = (frauds / count, w, frauds, count)
     if best is not None:
@@ -240,8 +240,8 @@ def _terminal(row: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
         facts.append(f"its last {streak} known transaction(s) were all fraud")
     if not facts:
         longest = max(_windows())
-        count = _num(row, f"terminal_nb_tx_{longest}d")
-        facts.append(f"terminal with {count:.0f} known transactions in {longest} days "
+        known = _num(row, f"terminal_nb_tx_{longest}d")
+        facts.append(f"terminal with {known:.0f} known transactions in {longest} days "
                      f"(typically {_num(baseline, f'terminal_nb_tx_{longest}d'):.0f})")
     return "; ".join(facts)
 

@@ -104,7 +104,7 @@ def append(session: Session, events: Iterable[Event], at: datetime | None = None
         prev = digest
     session.execute(insert(AUDIT), rows)
     session.execute(update(HEAD).where(HEAD.c.id == HEAD_ID).values(hash=prev))
-    return [r["hash"] for r in rows]
+    return [str(r["hash"]) for r in rows]
 
 
 def _jsonable(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
