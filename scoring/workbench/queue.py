@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, literal, select, tuple_
+from sqlalchemy import Select, String, and_, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from features.errors import InputError
@@ -175,7 +175,18 @@ def assignee_clause(who: Principal, assignee: str) -> Any:
     return Alert.assigned_to == assignee
 
 
-def queue_statement(who: Principal, f: QueueFilter) -> Select[tuple[Alert]]:
+def sqlite_timestamp(value: datetime) -> str:
+    """A UTC time as SQLite's ``CURRENT_TIMESTAMP`` stores it (``created_at``'s default).
+
+    SQLite compares timestamps as text: a cursor key must be written the way
+    the column's values are, or ``08:00:00`` sorts before ``08:00:00.000000``.
+    """
+    text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return text + (f".{value.microsecond:06d}" if value.microsecond else "")
+
+
+def queue_statement(who: Principal, f: QueueFilter,
+                    dialect: str = "postgresql") -> Select[tuple[Alert]]:
     """The SELECT of one page (``limit + 1`` rows: the extra one says a next page exists)."""
     column = _sort_column(f.sort)
     stmt = select(Alert)
@@ -206,7 +217,11 @@ def queue_statement(who: Principal, f: QueueFilter) -> Select[tuple[Alert]]:
     ascending = f.sort == "time"  # oldest first: the service level is about waiting time
     if f.cursor is not None:
         key, last_id = decode_cursor(f.cursor, f.sort)
-        after = tuple_(literal(key, column.type), literal(last_id, Alert.id.type))
+        if f.sort == "time" and dialect == "sqlite":
+            bound = literal(sqlite_timestamp(key), String())
+        else:
+            bound = literal(key, column.type)
+        after = tuple_(bound, literal(last_id, Alert.id.type))
         keys = tuple_(column, Alert.id)
         conditions.append(keys > after if ascending else keys < after)
     if conditions:
@@ -225,7 +240,8 @@ class QueuePage:
 
 def queue_page(session: Session, who: Principal, f: QueueFilter) -> QueuePage:
     """One page of alerts for ``who`` under filter ``f``."""
-    rows = list(session.scalars(queue_statement(who, f)))
+    dialect = session.get_bind().dialect.name
+    rows = list(session.scalars(queue_statement(who, f, dialect)))
     more = len(rows) > f.limit
     rows = rows[: f.limit]
     cursor = encode_cursor(f.sort, rows[-1]) if more and rows else None
