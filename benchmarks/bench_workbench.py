@@ -21,6 +21,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -181,9 +182,11 @@ def free_port() -> int:
 @contextmanager
 def workbench(url: str) -> Iterator[str]:
     port = free_port()
+    # The access log goes to a file: a pipe nobody reads would fill up and block the server.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         [str(FRAUD), "workbench", "--db", url, "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -195,7 +198,8 @@ def workbench(url: str) -> Iterator[str]:
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
+                log.seek(0)
+                err = log.read().decode(errors="replace")
                 raise RuntimeError(f"the workbench did not start: {err[-2000:]}")
             time.sleep(0.1)
         yield base
@@ -206,6 +210,7 @@ def workbench(url: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def users(url: str) -> dict[str, str]:
