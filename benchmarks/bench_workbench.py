@@ -286,6 +286,8 @@ def measure(url: str, n_alerts: int, requests: int) -> dict[str, Any]:
     with workbench(url) as base:
         api = httpx.Client(base_url=base, timeout=30,
                            headers={"Authorization": f"Bearer {tokens['bench-analyst']}"})
+        supervisor = httpx.Client(base_url=base, timeout=30, headers={
+            "Authorization": f"Bearer {tokens['bench-supervisor']}"})
         page = httpx.Client(base_url=base, timeout=30, follow_redirects=True)
         sign_in(page)
 
@@ -308,12 +310,19 @@ def measure(url: str, n_alerts: int, requests: int) -> dict[str, Any]:
             "api_alerts_deep_cursor": api_get({"cursor": cursors["score"] or ""}),
             "api_alerts_filtered_deep_cursor": api_get(
                 {**FILTERS, "cursor": cursors["score_filtered"] or ""}),
+            "api_alerts_one_analyst": lambda: supervisor.get(
+                "/api/v1/alerts", params={"assignee": "analyst3"}),
+            "api_alerts_unassigned_by_time": api_get({"assignee": "none", "sort": "time"}),
+            "api_alerts_amount_sort_filtered": api_get({**FILTERS, "sort": "amount"}),
         }
         for name, call in scenarios.items():
             out[name] = timed(requests, call)
             say(f"  {name}: {out[name]}")
         out["next_alert"] = timed(requests, lambda: api.post("/api/v1/alerts/next"))
         say(f"  next_alert: {out['next_alert']}")
+        # Not a target: the dashboard's aggregates scan the table (a few requests only).
+        out["stats_api_not_a_target"] = timed(min(requests, 5), lambda: api.get("/api/v1/stats"))
+        say(f"  stats (dashboard figures): {out['stats_api_not_a_target']}")
         rows = page.get("/queue", params={"cursor": cursors["score"] or ""}).text.count(
             "<tr class=\"sla-")
         out["rows_per_page"] = rows
@@ -378,7 +387,8 @@ def main() -> None:
                 load_s = time.perf_counter() - started
                 say(f"postgresql: loaded in {load_s:.1f} s")
                 figures = measure(url, args.alerts, args.requests)
-        worst = max(v["p95_ms"] for v in figures.values() if isinstance(v, dict))
+        worst = max(v["p95_ms"] for k, v in figures.items()
+                    if isinstance(v, dict) and not k.endswith("not_a_target"))
         summary[backend] = {"load_seconds": round(load_s, 1), **figures,
                             "worst_p95_ms": worst, "meets_target": worst < TARGET_P95_MS}
     print(json.dumps(summary))

@@ -190,6 +190,13 @@ def queue_statement(who: Principal, f: QueueFilter,
     """The SELECT of one page (``limit + 1`` rows: the extra one says a next page exists)."""
     column = _sort_column(f.sort)
     stmt = select(Alert)
+    # SQLite: keep its planner on the sort order's index (see sqlite_keeps_sort_index) by
+    # hiding the other range columns from it (``+ 0`` is SQLite's "do not index this").
+    hide = dialect == "sqlite" and sqlite_keeps_sort_index(f)
+
+    def ranged(col: Any, name: str) -> Any:
+        return col + 0 if hide and name != f.sort else col
+
     conditions: list[Any] = []
     if f.status is not None:
         conditions.append(Alert.status == f.status)
@@ -201,11 +208,11 @@ def queue_statement(who: Principal, f: QueueFilter,
     if f.end is not None:
         conditions.append(Alert.event_time < f.end)
     if f.min_amount is not None:
-        conditions.append(Alert.amount >= f.min_amount)
+        conditions.append(ranged(Alert.amount, "amount") >= f.min_amount)
     if f.max_amount is not None:
-        conditions.append(Alert.amount <= f.max_amount)
+        conditions.append(ranged(Alert.amount, "amount") <= f.max_amount)
     if f.min_score is not None:
-        conditions.append(Alert.score >= f.min_score)
+        conditions.append(ranged(Alert.score, "score") >= f.min_score)
     if f.customer_id is not None:
         conditions.append(Alert.customer_id == f.customer_id)
     if f.terminal_id is not None:
@@ -228,6 +235,19 @@ def queue_statement(who: Principal, f: QueueFilter,
         stmt = stmt.where(and_(*conditions))
     order = (column.asc(), Alert.id.asc()) if ascending else (column.desc(), Alert.id.desc())
     return stmt.order_by(*order).limit(f.limit + 1)
+
+
+def sqlite_keeps_sort_index(f: QueueFilter) -> bool:
+    """Whether SQLite must be kept on the sort order's index for this page.
+
+    Given a range on another column (an amount range while sorting by
+    score), SQLite's planner prefers that range's index and sorts every
+    matching row (350 ms with a million alerts); walking the sort order's
+    index and stopping after one page takes ~5 ms. Selective filters (a
+    card, a terminal, one analyst's alerts) keep their own, better index.
+    """
+    return (f.status is not None and f.customer_id is None and f.terminal_id is None
+            and f.assignee in ("anyone", "none"))
 
 
 @dataclass(frozen=True)
