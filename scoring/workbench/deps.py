@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -35,6 +36,8 @@ class Services:
 
     settings: WorkbenchSettings
     sessions: sessionmaker[Session]
+    #: Short-lived derived values (the dashboard's figures), per application.
+    cache: dict[Any, Any] = field(default_factory=dict)
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

@@ -523,3 +523,41 @@ def test_fraud_users_add_list_disable_token(sqlite_db: str) -> None:
     assert stored != token and len(str(stored)) == 64
     assert all(h.startswith("$argon2id$") for h in hashes)
     assert fraud("audit", "verify", "--db", sqlite_db).returncode == 0
+
+
+def test_sign_in_is_throttled_per_client_address(sqlite_db: str,
+                                                 accounts_sqlite: dict[str, Account]) -> None:
+    with make_client(sqlite_db, max_failures_per_client=4) as c:
+        for name in ("alice", "bob", "sam", "sue"):  # one failure each, all from one client
+            assert login(c, name, "not the password").status_code == 401
+        assert login(c, "ada").status_code == 429
+
+
+def test_alert_page_shows_the_cards_transactions_from_the_lake(
+    sqlite_db: str, accounts_sqlite: dict[str, Account], tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from features.spec import arrow_schema
+
+    lake = tmp_path / "bank"
+    for day, rows in {"2024-05-20": [("L1", "C1", 11.11), ("L2", "C9", 99.99)],
+                      "2024-06-01": [("L3", "C1", 33.33)],
+                      "2024-04-01": [("L4", "C1", 44.44)]}.items():  # more than 30 days before
+        folder = lake / f"date={day}"
+        folder.mkdir(parents=True)
+        stamp = datetime.fromisoformat(day).replace(hour=9, tzinfo=UTC)
+        table = pa.table({
+            "transaction_id": [r[0] for r in rows], "timestamp": [stamp] * len(rows),
+            "customer_id": [r[1] for r in rows], "terminal_id": ["T7"] * len(rows),
+            "amount": [r[2] for r in rows], "merchant_category": ["5411"] * len(rows),
+            "country": ["FR"] * len(rows), "channel": ["pos"] * len(rows),
+        }, schema=arrow_schema(labelled=False))
+        pq.write_table(table, folder / "part.parquet")
+    with make_client(sqlite_db, lake=lake) as c:
+        login(c, "alice")
+        page = c.get("/alerts/2")  # alert 2: card C1, 2024-06-01
+        assert page.status_code == 200
+        assert "11.11" in page.text and "33.33" in page.text
+        assert "99.99" not in page.text and "44.44" not in page.text
