@@ -11,11 +11,15 @@ from __future__ import annotations
 import csv
 import json
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -304,6 +308,68 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def demo_workbench(db: str, lake: Path | None, logs: Path, port: int = 8080,
+                   user: str = "demo") -> Iterator[dict[str, str]]:
+    """The workbench on the demo's database with a demo login; stopped on exit.
+
+    Creates ``user`` (a supervisor) with a random password, starts ``fraud
+    workbench`` on ``port`` (another free port if taken), checks that its
+    sign-in page answers, and yields its address and the login.
+    """
+    fraud = str(Path(sys.executable).with_name("fraud"))
+    password = secrets.token_urlsafe(12)
+    env = dict(os.environ, FRAUD_PASSWORD=password)
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / "workbench.log").open("ab") as log:
+        added = subprocess.run([fraud, "users", "add", user, "--role", "supervisor", "--db", db],
+                               stdout=subprocess.PIPE, stderr=log, env=env, check=False)
+        if added.returncode != 0:
+            raise RuntimeError(f"fraud users add failed ({added.returncode}); see {log.name}")
+        port = port if _port_free(port) else _free_port()
+        args = [fraud, "workbench", "--db", db, "--port", str(port)]
+        if lake is not None:
+            args += ["--lake", str(lake)]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=os.environ.copy())
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            _wait_until_answers(url + "login", proc)
+            yield {"workbench": url, "workbench_login": f"{user} / {password}"}
+        finally:
+            _terminate(proc)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_until_answers(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"the workbench exited ({proc.returncode}); see logs/workbench.log")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the workbench did not answer at {url}")
+        time.sleep(0.2)
 
 
 def check_workdir(workdir: Path) -> None:

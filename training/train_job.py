@@ -313,6 +313,7 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
     say(f"trained {result.epochs_run} epochs on {result.replicas} replica(s), best epoch "
         f"{result.best_epoch} (validation AP {result.validation_average_precision:.3f})")
     with _stage("export", timings, say):
+        from scoring.reasons import baseline_of
         from training.export import export, serving_module
 
         validation = pq.read_table(pipeline_config.validation_inputs_path)
@@ -362,6 +363,11 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
                     "validation_metrics": _validation_figures(
                         scores, labels, threshold, config.validation_days
                     ),
+                    # Reason codes (scoring/reasons.py) occlude input groups with this:
+                    # medians / modes of the genuine rows of the window's validation days,
+                    # the window's rows whose raw model inputs the job holds.
+                    "baseline": baseline_of(inputs, labels == 0),
+                    "baseline_rows": "genuine rows of the validation days",
                 },
             )
 

@@ -37,6 +37,11 @@ def _register() -> None:
     app.add_typer(checkpoint.app, name="checkpoint")
     app.add_typer(alerts.app, name="alerts")
     app.add_typer(labels.app, name="labels")
+    from fraud.cli import audit, users, workbench
+
+    app.add_typer(users.app, name="users")
+    app.add_typer(audit.app, name="audit")
+    app.command("workbench")(workbench.workbench)
     from fraud.cli import model_server
 
     app.command("model-server")(model_server.model_server)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -25,14 +27,26 @@ def demo(
     """
     from rich.console import Console
 
-    from fraud.demo import DemoPlan, check_workdir, run_demo
+    from fraud.demo import DemoPlan, check_workdir, demo_workbench, run_demo
 
     check_workdir(workdir)
     plan = DemoPlan(workdir=workdir.resolve(), customers=customers, terminals=terminals,
                     days=days, epochs=epochs)
     console = Console(stderr=True)
     summary = run_demo(plan, console)
-    console.rule("[bold]Demo summary")
-    for key, value in summary.items():
-        console.print(f"  {key:32} {value}")
-    print(json.dumps(summary))
+    db = summary["database"]
+    with demo_workbench(db, plan.workdir / "lake", plan.workdir / "logs") as workbench:
+        summary.update(workbench)
+        console.print(f"[green]✓[/] Analyst workbench on {workbench['workbench']}")
+        console.rule("[bold]Demo summary")
+        for key, value in summary.items():
+            console.print(f"  {key:32} {value}")
+        print(json.dumps(summary), flush=True)
+        if sys.stdin.isatty():
+            console.print(f"Workbench: {workbench['workbench']}  login "
+                          f"{workbench['workbench_login']}  (Ctrl-C stops it)")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                console.print("stopping the workbench")

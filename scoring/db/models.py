@@ -103,6 +103,12 @@ class Alert(Base):
         Index("ix_alerts_status_created_at", "status", "created_at"),
         Index("ix_alerts_customer_id", "customer_id"),
         Index("ix_alerts_reviewed_at", "reviewed_at"),
+        # The workbench's queue (keyset paging per sort order) and "next alert".
+        Index("ix_alerts_status_score_id", "status", "score", "id"),
+        Index("ix_alerts_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_alerts_status_amount_id", "status", "amount", "id"),
+        Index("ix_alerts_status_assigned_to_score_id", "status", "assigned_to", "score", "id"),
+        Index("ix_alerts_terminal_id", "terminal_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -122,6 +128,16 @@ class Alert(Base):
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reviewed_by: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     note: Mapped[str | None] = mapped_column(Text)
+    #: Reason codes computed at alert time (``scoring.reasons``): [{group, contribution, text}].
+    reasons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDocument)
+    #: The analyst working the alert (the workbench's claim), and since when.
+    assigned_to: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Four-eyes: a disposition waiting for a supervisor's approval.
+    proposed_status: Mapped[str | None] = mapped_column(String(20))
+    proposed_by: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    proposed_note: Mapped[str | None] = mapped_column(Text)
+    proposed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     reviews: Mapped[list[AlertReview]] = relationship(
         back_populates="alert", order_by="AlertReview.id", passive_deletes=True
@@ -145,6 +161,13 @@ class Alert(Base):
             "reviewed_at": _iso(self.reviewed_at),
             "reviewed_by": self.reviewed_by,
             "note": self.note,
+            "reasons": self.reasons or [],
+            "assigned_to": self.assigned_to,
+            "assigned_at": _iso(self.assigned_at),
+            "proposed_status": self.proposed_status,
+            "proposed_by": self.proposed_by,
+            "proposed_note": self.proposed_note,
+            "proposed_at": _iso(self.proposed_at),
         }
 
 
@@ -208,6 +231,8 @@ class PartitionCheckpoint(Base):
     watermark_us: Mapped[int | None] = mapped_column(BigInteger)
     model_version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=func.now())
+# The workbench's tables (users, sessions, audit, decisions) share this Base.
+from scoring.db import workbench_models as _workbench_models  # noqa: E402, F401
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from features.errors import InputError
+from scoring.db import audit
 from scoring.db.models import (
     Alert,
     AlertReview,
@@ -25,6 +26,7 @@ from scoring.db.models import (
     PartitionCheckpoint,
     ScorerCheckpoint,
 )
+from scoring.db.workbench_models import Decision
 
 #: Dialects with ``INSERT ... ON CONFLICT``; others take the portable path.
 _ON_CONFLICT_INSERT: dict[str, Callable[[Table], Any]] = {
@@ -57,6 +59,8 @@ class NewAlert:
     threshold: float
     model_version: int
     features: Mapping[str, Any]
+    #: Reason codes (``scoring.reasons.reason_codes``), empty when not computed.
+    reasons: Sequence[Mapping[str, Any]] = ()
 
     def row(self) -> dict[str, Any]:
         """Column values for the ``alerts`` insert."""
@@ -70,6 +74,7 @@ class NewAlert:
             "threshold": self.threshold,
             "model_version": self.model_version,
             "features": dict(self.features),
+            "reasons": [dict(r) for r in self.reasons],
         }
 
 
@@ -204,15 +209,57 @@ def label_alert(
     alert = get_alert(session, alert_id, for_update=True)
     if target is AlertStatus.OPEN and alert.status == AlertStatus.OPEN:
         raise InputError(f"alert {alert_id} is already open")
+    before = alert_state(alert)
     now = datetime.now(UTC)
     decided = target is not AlertStatus.OPEN
     alert.status = target.value
     alert.reviewed_at = now if decided else None
     alert.reviewed_by = analyst if decided else None
     alert.note = note
-    session.add(AlertReview(alert=alert, status=target.value, analyst=analyst, note=note, at=now))
+    alert.assigned_to = None if decided else alert.assigned_to
+    alert.proposed_status = alert.proposed_by = alert.proposed_note = None
+    alert.proposed_at = None
     session.flush()
+    record_review(session, alert, target.value, analyst, note, now)
+    audit.append(session, [audit.Event(
+        analyst, "decide" if decided else "reopen", alert.id, before, alert_state(alert),
+    )], at=now)
     return alert
+
+
+#: The alert fields the audit trail records before and after each change.
+AUDITED_FIELDS = ("status", "assigned_to", "proposed_status", "proposed_by", "reviewed_by", "note")
+
+
+def alert_state(alert: Alert) -> dict[str, Any]:
+    """The audited fields of ``alert`` as a dict."""
+    return {name: getattr(alert, name) for name in AUDITED_FIELDS}
+
+
+def record_review(
+    session: Session, alert: Alert, status: str, analyst: str, note: str | None,
+    at: datetime, approved_by: str | None = None,
+) -> None:
+    """Append the review row and, for a disposition, the ``decisions`` row a publisher reads."""
+    session.add(AlertReview(alert_id=alert.id, status=status, analyst=analyst, note=note, at=at))
+    if status != AlertStatus.OPEN:
+        session.add(Decision(
+            alert_id=alert.id, transaction_id=alert.transaction_id,
+            customer_id=alert.customer_id, terminal_id=alert.terminal_id,
+            event_time=alert.event_time, status=status, analyst=analyst,
+            approved_by=approved_by, note=note, decided_at=at,
+        ))
+    session.flush()
+
+
+def decisions_after(session: Session, after_id: int, limit: int = 1000) -> list[Decision]:
+    """Final decisions with an id above ``after_id``, oldest first: a label publisher's feed.
+
+    A publisher stores the last id it sent (with the broker's acknowledgement)
+    and asks for the next ones, so each decision reaches ``fraud-labels`` once.
+    """
+    stmt = select(Decision).where(Decision.id > after_id).order_by(Decision.id).limit(limit)
+    return list(session.scalars(stmt))
 
 
 def labels_since(session: Session, since: datetime) -> list[ReviewedLabel]:

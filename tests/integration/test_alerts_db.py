@@ -26,7 +26,10 @@ pytestmark = pytest.mark.integration
 
 FRAUD = Path(sys.executable).with_name("fraud")
 T0 = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
-TABLES = {"alerts", "alert_reviews", "scorer_checkpoints", "partition_checkpoints"}
+TABLES = {
+    "alerts", "alert_reviews", "scorer_checkpoints", "partition_checkpoints", "users",
+    "api_tokens", "web_sessions", "login_attempts", "audit", "audit_head", "decisions",
+}
 
 
 def new_alert(i: int) -> repo.NewAlert:

@@ -349,3 +349,41 @@ def test_missing_column_is_rejected(bank, tmp_path):
     pq.write_table(table.drop_columns([spec.AMOUNT]), path)
     with pytest.raises(InputError, match="amount"):
         run(_config(path, tmp_path / "models"))
+
+
+def test_export_records_a_reason_code_baseline_the_real_model_explains_with(trained):
+    from scoring.reasons import input_groups, reason_codes
+    from training.export import load_scorer
+
+    config, result = trained
+    baseline = result.metadata.details["baseline"]
+    assert set(baseline) == {n for cols in input_groups().values() for n in cols}
+    assert isinstance(baseline[spec.MERCHANT_CATEGORY], str)
+    assert isinstance(baseline[spec.AMOUNT], float) and baseline[spec.AMOUNT] > 0
+    assert len(json.dumps(baseline)) < 4000  # small: one value per input
+
+    validation = pq.read_table(config.work_dir / "validation_inputs.parquet")
+    inputs = {n: validation.column(n).to_numpy(zero_copy_only=False) for n in spec.MODEL_INPUTS}
+    score = load_scorer(result.export_path)
+    top = np.argsort(-score(inputs))[:20]
+    alerts = {n: v[top] for n, v in inputs.items()}
+    calls = []
+
+    def predict(batch):
+        calls.append(len(batch[spec.AMOUNT]))
+        return score(batch)
+
+    reasons = reason_codes(predict, alerts, baseline, top_k=3)
+    assert calls == [20 * (len(input_groups()) + 1)]
+    assert sum(1 for r in reasons if r) >= 15
+    for row, found in enumerate(reasons):
+        values = [r["contribution"] for r in found]
+        assert values == sorted(values, reverse=True) and all(v > 0 for v in values)
+        assert all(r["text"] for r in found)
+        if found:  # the contribution is the score drop with that group at the baseline
+            group = input_groups()[found[0]["group"]]
+            one = {n: v[row:row + 1].copy() for n, v in alerts.items()}
+            occluded = {n: (np.array([baseline[n]], dtype=v.dtype) if n in group else v)
+                        for n, v in one.items()}
+            drop = float(score(one)[0]) - float(score(occluded)[0])
+            assert found[0]["contribution"] == pytest.approx(drop, abs=2e-4)
