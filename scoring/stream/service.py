@@ -419,10 +419,13 @@ class Scorer:
             now = time.monotonic()
             if now - waited_from > STAGE_WAIT_REPORT_SECONDS:
                 lag = self.replica.lag_seconds(latest_us)
-                health.terminal_stage = (
+                waiting = (
                     f"waiting: the terminal stage is {lag:.0f} s (event time) behind what "
                     "the next events need"
                 )
+                if health.terminal_stage != waiting:
+                    log.warning("%s (its progress: %s)", waiting, self.replica.progress)
+                health.terminal_stage = waiting
                 health.terminal_stage_lag_seconds = lag
                 self.metrics.terminal_stage_lag_seconds.set(lag)
             if now - kept_alive > KEEP_ALIVE_SECONDS:

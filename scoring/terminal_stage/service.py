@@ -361,9 +361,10 @@ class TerminalStage:
         """Publish pending entries with the progress (also when only the progress moved)."""
         now = time.monotonic()
         progress = self.progress()
-        if not force and (
-            progress == self._published_progress
-            or now - self._last_publish < self.settings.publish_idle_seconds
+        since = now - self._last_publish
+        unchanged = progress == self._published_progress
+        if not force and since < self.settings.heartbeat_seconds and (
+            unchanged or since < self.settings.publish_idle_seconds
         ):
             return
         entries, self._pending_entries = self._pending_entries, []

@@ -25,8 +25,10 @@ class StageSettings:
     scorer_group: str = "fraud-scorer"
     max_batch: int = 5000
     max_wait_ms: int = 50
-    #: With nothing new, progress is still published this often (scorers wait on it).
+    #: Progress that moved without new entries is published at most this often.
     publish_idle_seconds: float = 0.1
+    #: And, changed or not, at least this often: a scorer that just started waits for it.
+    heartbeat_seconds: float = 1.0
     checkpoint_seconds: float = 30.0
     checkpoint_timeout_seconds: float = 120.0
     #: Terminal history kept beyond the look-back for scorers that trail the stage.

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from sqlalchemy import text
@@ -21,6 +22,7 @@ from scoring.db.engine import make_engine
 from scoring.stream.app import Endpoints, ScorerProcess
 from scoring.stream.service import RunSummary
 from scoring.stream.settings import ScorerSettings
+from scoring.terminal_stage.settings import StageSettings
 
 FRAUD = str(Path(sys.executable).with_name("fraud"))
 
@@ -85,18 +87,44 @@ class Topics:
     dlq: str
     group: str
 
+    @property
+    def state(self) -> str:
+        return f"{self.transactions}.state"
+
+    @property
+    def stage_group(self) -> str:
+        return f"{self.group}-stage"
+
     def settings(self, **overrides: object) -> ScorerSettings:
         values: dict[str, object] = {
             "topic": self.transactions,
             "labels_topic": self.labels,
             "dlq_topic": self.dlq,
             "group_id": self.group,
+            "state_topic": self.state,
+            "stage_group": self.stage_group,
+            "checkpoint_seconds": 1.0,
+            "retry_initial_seconds": 0.1,
+            "retry_max_seconds": 1.0,
+            "hold_check_seconds": 0.2,
+        }
+        values.update(overrides)
+        return ScorerSettings(**values)  # type: ignore[arg-type]
+
+    def stage_settings(self, **overrides: object) -> StageSettings:
+        values: dict[str, object] = {
+            "topic": self.transactions,
+            "labels_topic": self.labels,
+            "dlq_topic": self.dlq,
+            "state_topic": self.state,
+            "group_id": self.stage_group,
+            "scorer_group": self.group,
             "checkpoint_seconds": 1.0,
             "retry_initial_seconds": 0.1,
             "retry_max_seconds": 1.0,
         }
         values.update(overrides)
-        return ScorerSettings(**values)  # type: ignore[arg-type]
+        return StageSettings(**values)  # type: ignore[arg-type]
 
     def cli_args(self) -> list[str]:
         return [
@@ -107,6 +135,26 @@ class Topics:
             "--dlq-topic",
             self.dlq,
             "--group-id",
+            self.group,
+            "--state-topic",
+            self.state,
+            "--stage-group",
+            self.stage_group,
+        ]
+
+    def stage_cli_args(self) -> list[str]:
+        return [
+            "--topic",
+            self.transactions,
+            "--labels-topic",
+            self.labels,
+            "--dlq-topic",
+            self.dlq,
+            "--state-topic",
+            self.state,
+            "--group-id",
+            self.stage_group,
+            "--scorer-group",
             self.group,
         ]
 
@@ -140,6 +188,51 @@ class ScorerThread:
             raise self.error
         assert self.summary is not None
         return self.summary
+
+
+class StageThread:
+    """A terminal stage with real backends, run in a thread of the test process."""
+
+    def __init__(
+        self, settings: StageSettings, kafka: KafkaSettings, db_url: str, model: str, **extra: Any
+    ) -> None:
+        from features.behaviour import BehaviourConfig
+        from scoring.terminal_stage.app import StageEndpoints, StageProcess, model_config
+
+        endpoints = StageEndpoints(kafka, db_url, model, **extra)
+        config = model_config(model, "fraud", threading.Event())
+        assert isinstance(config, BehaviourConfig)
+        self.process = StageProcess(settings, endpoints, config)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.process.run()
+        except BaseException as err:  # surfaced by stop()
+            self.error = err
+
+    def start(self) -> StageThread:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.process.stage.stop()
+        self._thread.join(60)
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> StageThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def stage_subprocess(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    with log.open("ab") as out:
+        return subprocess.Popen([FRAUD, "terminal-stage", *args], stdout=out, stderr=out, env=env)
 
 
 def scorer_subprocess(args: list[str], log: Path) -> subprocess.Popen[bytes]:

@@ -29,6 +29,7 @@ from scoring.stream.app import Endpoints
 from tests.fixtures.model_server import add_cached_version, toy_scores
 from tests.integration.scoring_support import (
     ScorerThread,
+    StageThread,
     Topics,
     alerts,
     produce,
@@ -89,11 +90,12 @@ def test_poison_messages_land_in_the_dlq_with_reasons_and_valid_events_are_score
         alerts_db_url,
         f"grpc://127.0.0.1:{model_server.grpc_port}",
     )
-    summary = (
-        ScorerThread(topics.settings(threshold=0.0, exit_when_idle_seconds=3), endpoints)
-        .start()
-        .join()
-    )
+    with _stage(topics, endpoints):
+        summary = (
+            ScorerThread(topics.settings(threshold=0.0, exit_when_idle_seconds=3), endpoints)
+            .start()
+            .join()
+        )
 
     assert summary.events == 40 and summary.dead_letters == len(poison_messages)
     assert {a["transaction_id"] for a in alerts(alerts_db_url)} == set(
@@ -129,16 +131,17 @@ def test_streamed_scores_equal_the_batch_path_and_a_new_version_is_used_mid_stre
         sqlite_url,
         f"grpc://127.0.0.1:{model_server.grpc_port}",
     )
-    scorer = ScorerThread(topics.settings(threshold=0.0), endpoints).start()
-    produce(kafka_broker.bootstrap, topics.transactions, first)
-    wait_for(lambda: len(alerts(sqlite_url)) == 300, 60, "the first 300 alerts")
+    with _stage(topics, endpoints):
+        scorer = ScorerThread(topics.settings(threshold=0.0), endpoints).start()
+        produce(kafka_broker.bootstrap, topics.transactions, first)
+        wait_for(lambda: len(alerts(sqlite_url)) == 300, 60, "the first 300 alerts")
 
-    add_cached_version(toy_model_cache, toy_model_dir, 2)
-    wait_for(lambda: model_server.manager.serving_version == 2, 30, "version 2 to be served")
-    produce(kafka_broker.bootstrap, topics.transactions, second)
-    wait_for(lambda: len(alerts(sqlite_url)) == 600, 60, "all 600 alerts")
-    scorer.process.scorer.stop()
-    scorer.join()
+        add_cached_version(toy_model_cache, toy_model_dir, 2)
+        wait_for(lambda: model_server.manager.serving_version == 2, 30, "version 2 to be served")
+        produce(kafka_broker.bootstrap, topics.transactions, second)
+        wait_for(lambda: len(alerts(sqlite_url)) == 600, 60, "all 600 alerts")
+        scorer.process.scorer.stop()
+        scorer.join()
 
     rows = {a["transaction_id"]: a for a in alerts(sqlite_url)}
     for txid in first.column("transaction_id").to_pylist():
@@ -152,11 +155,11 @@ def test_streamed_scores_equal_the_batch_path_and_a_new_version_is_used_mid_stre
 def test_checkpoints_are_written_in_the_background_and_their_positions_committed(
     kafka_broker, topics, sqlite_url, model_server, bank
 ):
-    """A forked child writes each checkpoint while the scorer goes on; Kafka gets its positions."""
+    """A forked child writes each partition's checkpoint row; Kafka gets exactly its offsets."""
     from scoring.db.engine import make_engine
     from scoring.db.migrate import upgrade
-    from scoring.stream.checkpointer import open_checkpoint
-    from scoring.stream.sql_store import SqlAlertStore
+    from scoring.stream.partitions import PartitionState
+    from scoring.stream.sql_store import SqlPartitionStore
 
     upgrade(make_engine(sqlite_url))
     first = bank.slice(0, 300)
@@ -165,34 +168,38 @@ def test_checkpoints_are_written_in_the_background_and_their_positions_committed
         sqlite_url,
         f"grpc://127.0.0.1:{model_server.grpc_port}",
     )
-    scorer = ScorerThread(topics.settings(threshold=0.0, checkpoint_seconds=0.5), endpoints)
-    scorer.start()
-    produce(kafka_broker.bootstrap, topics.transactions, first)
-    wait_for(lambda: len(alerts(sqlite_url)) == 300, 60, "300 alerts")
-
-    store = SqlAlertStore(make_engine(sqlite_url), topics.group)
+    store = SqlPartitionStore(make_engine(sqlite_url), topics.group)
+    key = (topics.transactions, 0)
 
     def checkpointed_all() -> bool:
-        saved = store.load()
-        return saved is not None and sum(saved.positions.values()) == 300
+        rows = store.rows(key)
+        return bool(rows) and rows[-1].next_offset == 300
 
-    wait_for(checkpointed_all, 30, "a checkpoint at the end of the 300 events")
-    wait_for(
-        lambda: sum(_committed(kafka_broker.bootstrap, topics).values()) == 300,
-        30,
-        "Kafka to hold the checkpoint's positions",
-    )
-    assert scorer._thread.is_alive()  # written while the scorer kept running
-    assert scorer.process.metrics.checkpoint_seconds._value.get() > 0  # by a background writer
-    saved = store.load()
-    assert saved is not None and saved.positions == _committed(kafka_broker.bootstrap, topics)
-    state = open_checkpoint(saved, "test").state
-    assert state.size()["customers"] == len(set(first.column("customer_id").to_pylist()))
+    with _stage(topics, endpoints):
+        scorer = ScorerThread(topics.settings(threshold=0.0, checkpoint_seconds=0.5), endpoints)
+        scorer.start()
+        produce(kafka_broker.bootstrap, topics.transactions, first)
+        wait_for(lambda: len(alerts(sqlite_url)) == 300, 60, "300 alerts")
+        wait_for(checkpointed_all, 30, "a checkpoint row at the end of the 300 events")
+        wait_for(
+            lambda: sum(_committed(kafka_broker.bootstrap, topics).values()) == 300,
+            30,
+            "Kafka to hold the checkpoint's positions",
+        )
+        assert scorer._thread.is_alive()  # written while the scorer kept running
+        assert scorer.process.metrics.checkpoint_seconds._value.get() > 0  # by a forked writer
+        rows = store.rows(key)
+        assert {key: rows[-1].next_offset} == _committed(kafka_broker.bootstrap, topics)
+        restored = PartitionState.restore(key, scorer.process.scorer.owned.config, rows)
+        assert sorted(restored.customers.histories) == sorted(
+            set(first.column("customer_id").to_pylist())
+        )
 
-    produce(kafka_broker.bootstrap, topics.transactions, bank.slice(300, 100))
-    wait_for(lambda: len(alerts(sqlite_url)) == 400, 60, "alerts of later events")
-    scorer.process.scorer.stop()
-    scorer.join()
+        produce(kafka_broker.bootstrap, topics.transactions, bank.slice(300, 100))
+        wait_for(lambda: len(alerts(sqlite_url)) == 400, 60, "alerts of later events")
+        scorer.process.scorer.stop()
+        scorer.join()
+    assert len(store.all_rows(key)) >= 2 and store.all_rows(key)[-1].kind in ("base", "delta")
 
 
 def _committed(bootstrap: str, topics: Topics) -> dict[tuple[str, int], int]:
@@ -238,6 +245,12 @@ def test_kill_minus_nine_mid_stream_leaves_exactly_one_alert_per_event_above_thr
     ]
     log = tmp_path / "scorer.log"
 
+    stage = StageThread(
+        topics.stage_settings(checkpoint_seconds=0.5),
+        KafkaSettings(kafka_broker.bootstrap),
+        alerts_db_url,
+        str(toy_model_dir),
+    ).start()
     feeder = threading.Thread(
         target=_produce_slowly, args=(kafka_broker.bootstrap, topics.transactions, events)
     )
@@ -265,6 +278,7 @@ def test_kill_minus_nine_mid_stream_leaves_exactly_one_alert_per_event_above_thr
         feeder.join()
     final = scorer_subprocess([*args, "--exit-when-idle", "4"], log)
     assert final.wait(180) == 0, log.read_text()[-3000:]
+    stage.stop()
 
     written = [a["transaction_id"] for a in alerts(alerts_db_url)]
     assert len(written) == len(set(written))  # exactly one per transaction
@@ -285,6 +299,12 @@ def test_database_and_model_server_outages_lose_nothing_and_recover_by_themselve
     endpoints = Endpoints(
         KafkaSettings(kafka_broker.bootstrap), proxied_url, f"grpc://127.0.0.1:{port}"
     )
+    stage = StageThread(
+        topics.stage_settings(),
+        KafkaSettings(kafka_broker.bootstrap),
+        postgres_url,
+        str(toy_model_dir),
+    ).start()
     scorer = ScorerThread(topics.settings(threshold=0.0), endpoints).start()
     health = scorer.process.metrics.health
     try:
@@ -307,6 +327,7 @@ def test_database_and_model_server_outages_lose_nothing_and_recover_by_themselve
     finally:
         scorer.process.scorer.stop()
         scorer.join()
+        stage.stop()
         server.send_signal(signal.SIGTERM)
         server.wait(10)
         proxy.close()
@@ -315,6 +336,13 @@ def test_database_and_model_server_outages_lose_nothing_and_recover_by_themselve
 
 
 # --- helpers ---------------------------------------------------------------------
+
+
+def _stage(topics: Topics, endpoints: Endpoints, **overrides: object) -> StageThread:
+    """A terminal stage for the scorer of ``endpoints`` (same broker, database and model)."""
+    return StageThread(
+        topics.stage_settings(**overrides), endpoints.kafka, endpoints.db_url, endpoints.model
+    )
 
 
 def _encoded(table: pa.Table) -> list[tuple[bytes, bytes]]:
