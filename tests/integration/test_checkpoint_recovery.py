@@ -14,6 +14,7 @@ from scoring.stream.app import Endpoints
 from tests.integration.scoring_support import (
     FRAUD,
     ScorerThread,
+    StageThread,
     Topics,
     alerts,
     produce,
@@ -41,6 +42,9 @@ def test_a_corrupt_checkpoint_holds_until_use_previous_then_scores_exactly(
         f"grpc://127.0.0.1:{model_server.grpc_port}",
     )
     settings = topics.settings(threshold=0.0, checkpoint_seconds=0.2, hold_check_seconds=0.2)
+    stage = StageThread(
+        topics.stage_settings(), endpoints.kafka, postgres_url, endpoints.model
+    ).start()
     scorer = ScorerThread(settings, endpoints).start()
     produce(kafka_broker.bootstrap, topics.transactions, first.slice(0, 100))
     wait_for(lambda: len(alerts(postgres_url)) == 100, 60, "the first 100 alerts")
@@ -48,18 +52,18 @@ def test_a_corrupt_checkpoint_holds_until_use_previous_then_scores_exactly(
     wait_for(lambda: len(alerts(postgres_url)) == 200, 60, "200 alerts")
     scorer.process.scorer.stop()
     scorer.join()
-    with engine.begin() as conn:  # the current checkpoint's bytes damaged on disk
-        keys = conn.execute(
-            text("SELECT partition_key FROM scorer_checkpoints WHERE consumer_group = :g"),
+    with engine.begin() as conn:  # the newest checkpoint row's bytes damaged on disk
+        seqs = conn.execute(
+            text("SELECT seq FROM partition_checkpoints WHERE consumer_group = :g ORDER BY seq"),
             {"g": topics.group},
         ).scalars().all()
-        assert sorted(keys) == ["all", "all~previous"]
+        assert len(seqs) >= 2
         conn.execute(
             text(
-                "UPDATE scorer_checkpoints SET state = :s "
-                "WHERE consumer_group = :g AND partition_key = 'all'"
+                "UPDATE partition_checkpoints SET state = :s "
+                "WHERE consumer_group = :g AND seq = :q"
             ),
-            {"s": b"not a checkpoint", "g": topics.group},
+            {"s": b"not a checkpoint", "g": topics.group, "q": seqs[-1]},
         )
 
     produce(kafka_broker.bootstrap, topics.transactions, second)
@@ -69,18 +73,20 @@ def test_a_corrupt_checkpoint_holds_until_use_previous_then_scores_exactly(
     assert health.as_dict()["status"] == "degraded"
     assert len(alerts(postgres_url)) == 200  # nothing scored on an empty state
 
+    groups = ["--group-id", topics.group, "--stage-group", topics.stage_group]
     shown = subprocess.run(
-        [FRAUD, "checkpoint", "show", "--db", postgres_url, "--group-id", topics.group],
+        [FRAUD, "checkpoint", "show", "--db", postgres_url, *groups],
         capture_output=True, text=True, check=True,
     ).stdout
-    assert '"usable": false' in shown and '"usable": true' in shown
+    assert '"usable": false' in shown and '"usable": true' in shown  # the partition; the stage
     subprocess.run(
-        [FRAUD, "checkpoint", "use-previous", "--db", postgres_url, "--group-id", topics.group],
+        [FRAUD, "checkpoint", "use-previous", "--db", postgres_url, *groups],
         capture_output=True, check=True,
     )
     wait_for(lambda: len(alerts(postgres_url)) == 400, 90, "the held scorer to resume")
     held.process.scorer.stop()
     held.join()
+    stage.stop()
 
     expected = expected_scores(bank.slice(0, 400), weight=0.5)
     rows = {a["transaction_id"]: a["score"] for a in alerts(postgres_url)}

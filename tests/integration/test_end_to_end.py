@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -95,16 +96,28 @@ def test_streamed_scores_equal_fraud_evaluate_scores(kafka_broker, unique_topic,
     fraud("db", "upgrade", "--db", db)
 
     topic, labels = unique_topic("tx"), unique_topic("labels")
+    group, state = unique_topic("group"), unique_topic("state")
+    wiring = ["--bootstrap-servers", kafka_broker.bootstrap, "--db", db, "--topic", topic,
+              "--labels-topic", labels, "--state-topic", state, "--dlq-topic", unique_topic("dlq"),
+              "--history", str(tmp_path / "history.parquet")]
     with model_server_process(models) as port:
-        fraud("produce", "--input", str(tmp_path / "live.parquet"), "--bootstrap-servers",
-              kafka_broker.bootstrap, "--topic", topic, "--labels-topic", labels)
-        summary = json.loads(fraud(
-            "score", "--bootstrap-servers", kafka_broker.bootstrap, "--db", db,
-            "--model-server", f"grpc://127.0.0.1:{port}", "--threshold", "0",
-            "--history", str(tmp_path / "history.parquet"), "--topic", topic,
-            "--labels-topic", labels, "--group-id", unique_topic("group"),
-            "--dlq-topic", unique_topic("dlq"), "--exit-when-idle", "4",
-        ))
+        model = ["--model-server", f"grpc://127.0.0.1:{port}"]
+        with (tmp_path / "stage.log").open("wb") as stage_log:
+            stage = subprocess.Popen(
+                [FRAUD, "terminal-stage", *wiring, *model, "--group-id", f"{group}-stage",
+                 "--scorer-group", group],
+                stdout=stage_log, stderr=subprocess.STDOUT, env=ENV,
+            )
+        try:
+            fraud("produce", "--input", str(tmp_path / "live.parquet"), "--bootstrap-servers",
+                  kafka_broker.bootstrap, "--topic", topic, "--labels-topic", labels)
+            summary = json.loads(fraud(
+                "score", *wiring, *model, "--threshold", "0", "--group-id", group,
+                "--stage-group", f"{group}-stage", "--exit-when-idle", "4",
+            ))
+        finally:
+            stage.send_signal(signal.SIGTERM)
+            assert stage.wait(60) == 0, (tmp_path / "stage.log").read_text()[-3000:]
 
     engine = make_engine(db)
     with engine.connect() as conn:

@@ -18,6 +18,7 @@ from ingest.kafka_io import HEADER_OFFSET, HEADER_REASON, HEADER_TOPIC, KafkaSet
 from scoring.stream.app import Endpoints
 from tests.integration.scoring_support import (
     ScorerThread,
+    StageThread,
     Topics,
     alerts,
     produce_raw,
@@ -95,10 +96,15 @@ def test_hostile_messages_are_dead_letters_and_every_valid_event_scores_as_in_ba
         alerts_db_url,
         f"grpc://127.0.0.1:{model_server.grpc_port}",
     )
+    stage = StageThread(
+        topics.stage_settings(), endpoints.kafka, alerts_db_url, endpoints.model
+    ).start()
     scorer = ScorerThread(
         topics.settings(threshold=0.0, exit_when_idle_seconds=4, max_batch=64), endpoints
     )
     summary = scorer.start().join(timeout_s=240)
+    stage.stop()
+    stage_summary = stage.process.stage.summary
 
     expected = expected_scores(valid, weight=0.5)
     rows = {a["transaction_id"]: a for a in alerts(alerts_db_url)}
@@ -106,7 +112,7 @@ def test_hostile_messages_are_dead_letters_and_every_valid_event_scores_as_in_ba
     worst = max(abs(rows[t]["score"] - s) for t, s in expected.items())
     assert worst <= 1e-5, f"largest stream/batch score difference {worst}"
     assert summary.events == valid.num_rows and summary.repeats == 1
-    assert summary.labels == len(labels)
+    assert stage_summary.labels == len(labels)
 
     letters = _read(kafka_broker.bootstrap, topics.dlq, len(bad_tx) + len(bad_labels))
     by_source: dict[str, list[int]] = {}
@@ -118,10 +124,14 @@ def test_hostile_messages_are_dead_letters_and_every_valid_event_scores_as_in_ba
         )
     assert set(by_source[topics.transactions]) == hostile_offsets
     assert len(by_source[topics.labels]) == len(bad_labels)
-    assert summary.dead_letters == len(bad_tx) + len(bad_labels)
-    # The 2099 event and label moved no clock: the state's watermark is the bank's.
-    state = scorer.process.scorer.state
-    assert state.watermark_us == max(valid.column("timestamp").cast(pa.int64()).to_pylist())
+    assert summary.dead_letters == len(bad_tx)  # the scorers dead-letter transactions,
+    assert stage_summary.dead_letters == len(bad_labels)  # the stage the labels it reads
+    # The 2099 event and label moved no clock: the state's watermarks are the bank's.
+    states = scorer.process.scorer.owned.states.values()
+    newest = max(s.watermark_us for s in states if s.watermark_us is not None)
+    assert newest == max(valid.column("timestamp").cast(pa.int64()).to_pylist())
+    reached = stage.process.stage.reached.values()
+    assert max(reached) <= newest
 
 
 def _read(bootstrap: str, topic: str, count: int) -> list:
