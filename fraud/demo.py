@@ -1,7 +1,8 @@
 """`fraud demo`: the whole loop on embedded defaults, driving the real ``fraud`` commands.
 
 simulate -> local broker -> train -> evaluate (batch path, report) -> model
-server -> db upgrade -> scorer (gRPC) <- produce the live period -> summary.
+server -> db upgrade -> terminal stage + two scorers in one group (gRPC) <-
+produce the live period -> archive -> summary -> workbench.
 Every step is a ``fraud`` subprocess, so the demo exercises exactly what a user
 runs; everything started is stopped at the end, also on failure or Ctrl-C.
 """
@@ -182,10 +183,7 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict[str, Any]:
         console.print(f"[green]✓[/] Model server (TF Serving API) on grpc :{grpc_port}")
         demo.step("Creating the alerts database", "db", "upgrade", "--db", db)
 
-        scorer = demo.start(
-            stack,
-            "score",
-            "score",
+        wiring = [
             "--bootstrap-servers",
             broker.bootstrap,
             "--db",
@@ -194,9 +192,14 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict[str, Any]:
             f"grpc://127.0.0.1:{grpc_port}",
             "--history",
             str(history),
-            "--exit-when-idle",
-            "8",
-        )
+        ]
+        demo.start(stack, "terminal-stage", "terminal-stage", *wiring)
+        console.print("[green]✓[/] Terminal stage (shared terminal state) started")
+        scorers = [
+            demo.start(stack, f"score-{i}", "score", *wiring, "--exit-when-idle", "8")
+            for i in (1, 2)
+        ]
+        console.print("[green]✓[/] Two scorers started in one consumer group")
         produced = demo.step(
             "Producing the live period into Kafka",
             "produce",
@@ -207,12 +210,18 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict[str, Any]:
             "--labels-topic",
             "fraud-labels",
         )
-        with console.status("[bold]Scoring the live stream through gRPC[/] (log: logs/score.log)"):
-            out, _ = scorer.communicate(timeout=900)
-        if scorer.returncode != 0:
-            raise RuntimeError(f"the scorer failed ({scorer.returncode}); see {demo.logs}")
-        scored = json.loads(out.decode().strip().splitlines()[-1])
-        console.print(f"[green]✓[/] Scored {scored['events']:,} events")
+        with console.status("[bold]Scoring the live stream through gRPC[/] (logs: logs/score-*)"):
+            summaries = []
+            for scorer in scorers:
+                out, _ = scorer.communicate(timeout=900)
+                if scorer.returncode != 0:
+                    raise RuntimeError(f"a scorer failed ({scorer.returncode}); see {demo.logs}")
+                summaries.append(json.loads(out.decode().strip().splitlines()[-1]))
+        scored = _combined(summaries)
+        console.print(
+            f"[green]✓[/] Scored {scored['events']:,} events "
+            f"({' + '.join(str(s['events']) for s in summaries)} by the two scorers)"
+        )
         archived = demo.step(
             "Archiving the live topics into the Parquet lake",
             "archive",
@@ -230,6 +239,18 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict[str, Any]:
     summary["archive"] = str(w / "archive")
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
+
+
+def _combined(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scorers' run summaries added up (their rates: events over the longest run)."""
+    events = sum(s["events"] for s in summaries)
+    active = max(s["active_seconds"] for s in summaries) or 1.0
+    return {
+        "events": events,
+        "dead_letters": sum(s["dead_letters"] for s in summaries),
+        "events_per_s": round(events / active, 1),
+        "per_scorer_events": [s["events"] for s in summaries],
+    }
 
 
 def _split_live_period(lake: Path, plan: DemoPlan, workdir: Path) -> tuple[Path, Path]:
@@ -278,6 +299,7 @@ def _summary(
         "live_period": f"{plan.live_start}..{plan.live_end}",
         "events_produced": produced.get("sent"),
         "events_scored": scored["events"],
+        "events_per_scorer": scored["per_scorer_events"],
         "dead_letters": scored["dead_letters"],
         "alerts": len(alerts),
         "alert_precision": round(true_alerts / len(alerts), 3) if alerts else None,

@@ -49,6 +49,8 @@ from ingest.validation import (
 )
 
 TRANSACTIONS_TOPIC = "transactions"
+#: Partitions of the transactions and labels topics when this code creates them.
+DEFAULT_PARTITIONS = 3
 DLQ_TOPIC = "transactions.dlq"
 LABELS_TOPIC = "fraud-labels"
 

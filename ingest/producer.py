@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from ingest.kafka_io import (
+    DEFAULT_PARTITIONS,
     KafkaSettings,
     check_reachable,
     encode_labels,
@@ -40,7 +41,7 @@ class ProduceOptions:
     topic: str = "transactions"
     labels_topic: str | None = None
     rate: float | None = None
-    partitions: int = 3
+    partitions: int = DEFAULT_PARTITIONS
     acks: str | int = "all"
     linger_ms: int = 5
     chunk_rows: int = 2000

@@ -64,8 +64,8 @@ def show(
                 **({"first_bad_seq": bad, "reason": reason} if bad is not None else {}),
             }
         stage = SqlAlertStore(engine, stage_group)
-        for name, key in (("current", "all"), ("previous", "all~previous")):
-            stored = stage.stored(key)
+        for name, slot in (("current", "all"), ("previous", "all~previous")):
+            stored = stage.stored(slot)
             if stored is None:
                 report["stage"][name] = None
                 continue

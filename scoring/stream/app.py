@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest.kafka_io import KafkaSettings, check_reachable, ensure_topics
+from ingest.kafka_io import DEFAULT_PARTITIONS, KafkaSettings, check_reachable, ensure_topics
 from scoring.clients import ModelClient, make_client
 from scoring.stream.checkpoints import InlineCheckpoints, default_checkpoints
 from scoring.stream.kafka_source import KafkaDeadLetters, KafkaSource
@@ -52,10 +52,15 @@ class ScorerProcess:
         from scoring.db.migrate import require_schema
 
         check_reachable(endpoints.kafka)
-        topics = [settings.topic, settings.dlq_topic] + (
-            [settings.labels_topic] if settings.labels_topic else []
+        inputs = [settings.topic] + ([settings.labels_topic] if settings.labels_topic else [])
+        ensure_topics(
+            endpoints.kafka,
+            {
+                **{t: DEFAULT_PARTITIONS for t in inputs},
+                settings.dlq_topic: 1,
+                settings.state_topic: 1,
+            },
         )
-        ensure_topics(endpoints.kafka, {**{t: 1 for t in topics}, settings.state_topic: 1})
         self.engine = make_engine(endpoints.db_url)
         require_schema(self.engine)
         self.model: ModelClient = make_client(endpoints.model, endpoints.model_name)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from features.behaviour import BehaviourConfig
-from ingest.kafka_io import KafkaSettings, check_reachable, ensure_topics
+from ingest.kafka_io import DEFAULT_PARTITIONS, KafkaSettings, check_reachable, ensure_topics
 from scoring.clients import make_client
 from scoring.clients.base import ModelUnavailable
 from scoring.stream.checkpoints import InlineCheckpoints, default_checkpoints
@@ -67,10 +67,15 @@ class StageProcess:
         from scoring.db.migrate import require_schema
 
         check_reachable(endpoints.kafka)
-        topics = [settings.topic, settings.dlq_topic] + (
-            [settings.labels_topic] if settings.labels_topic else []
+        inputs = [settings.topic] + ([settings.labels_topic] if settings.labels_topic else [])
+        ensure_topics(
+            endpoints.kafka,
+            {
+                **{t: DEFAULT_PARTITIONS for t in inputs},
+                settings.dlq_topic: 1,
+                settings.state_topic: 1,
+            },
         )
-        ensure_topics(endpoints.kafka, {**{t: 1 for t in topics}, settings.state_topic: 1})
         self.engine = make_engine(endpoints.db_url)
         require_schema(self.engine)
         self.metrics = ScorerMetrics()
@@ -82,7 +87,6 @@ class StageProcess:
         self.publisher = KafkaStatePublisher(endpoints.kafka, settings.state_topic)
         self.dead_letters = KafkaDeadLetters(endpoints.kafka, settings.dlq_topic)
         store = SqlAlertStore(self.engine, settings.group_id)
-        inputs = [settings.topic] + ([settings.labels_topic] if settings.labels_topic else [])
         self.stage = TerminalStage(
             settings,
             config,
