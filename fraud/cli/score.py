@@ -74,6 +74,10 @@ def score(
     checkpoint_timeout_seconds: Annotated[
         float, typer.Option(help="A checkpoint writer still running after this is killed.")
     ] = 120.0,
+    reason_codes: Annotated[
+        bool,
+        typer.Option(help="Store reason codes with each alert (one extra model call a batch)."),
+    ] = True,
     rebuild_state: Annotated[
         bool,
         typer.Option(
@@ -113,6 +117,7 @@ def score(
         checkpoint_timeout_seconds=checkpoint_timeout_seconds,
         exit_when_idle_seconds=exit_when_idle,
         rebuild_state=rebuild_state,
+        reason_codes=reason_codes,
     )
     endpoints = Endpoints(
         kafka=KafkaSettings.from_env(bootstrap_servers),

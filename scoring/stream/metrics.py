@@ -96,6 +96,11 @@ class ScorerMetrics:
             "Events dropped as repeats of a transaction already scored (producer retries)",
             registry=r,
         )
+        self.unexplained_alerts = Counter(
+            "fraud_scorer_unexplained_alerts",
+            "Alerts written without reason codes (no baseline, a model fault, over the cap)",
+            registry=r,
+        )
         self.refused_model_version = Gauge(
             "fraud_scorer_refused_model_version",
             "Newest served model version the scorer refused (0: none)",

@@ -97,6 +97,18 @@ class ServedModel:
         binding = self._known.get(version)
         return binding.threshold if binding is not None else float("nan")
 
+    def baseline_of(self, version: int) -> Mapping[str, object] | None:
+        """The training baseline recorded in a bound version's export (for reason codes)."""
+        binding = self._known.get(version)
+        if binding is None:
+            return None
+        baseline = binding.metadata.details.get("baseline")
+        return baseline if isinstance(baseline, Mapping) else None
+
+    def scorer_of(self, version: int) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
+        """A batch scoring function pinned to ``version``."""
+        return lambda inputs: self.client.predict(inputs, version=version).scores
+
     def predict(self, inputs: Mapping[str, np.ndarray]) -> Prediction:
         """Score with the bound version (ModelUnavailable while the server does not serve it)."""
         return self.client.predict(inputs, version=self.binding.version)

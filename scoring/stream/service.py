@@ -45,6 +45,7 @@ from features.timebase import to_epoch_us
 from ingest.validation import ValidationError
 from scoring.clients.base import ModelUnavailable
 from scoring.db.repository import NewAlert
+from scoring.reasons import reason_codes
 from scoring.stream.alert_writer import AlertWriter
 from scoring.stream.checkpoints import Checkpoints, InlineCheckpoints
 from scoring.stream.decoder import (
@@ -499,15 +500,52 @@ class Scorer:
         out.rejected = [(messages[i], err) for i, err in rejected]
         out.scored_messages = [m for m, ok in zip(messages, valid, strict=True) if ok]
         hits = np.flatnonzero(valid & (scores >= thresholds))
+        alert_inputs = {name: values[hits] for name, values in inputs.items()}
         out.alerts = _alerts(
             table.take(pa.array(hits, pa.int64())),
-            {name: values[hits] for name, values in inputs.items()},
+            alert_inputs,
             scores[hits],
             thresholds[hits],
             versions[hits],
+            self._reasons(alert_inputs, versions[hits]),
         )
         out.alert_messages = [messages[i] for i in hits]
         self.summary.model_versions.update(int(v) for v in np.unique(versions[valid]))
+        return out
+
+    def _reasons(
+        self, inputs: dict[str, np.ndarray], versions: np.ndarray
+    ) -> list[list[dict[str, object]]]:
+        """Reason codes of the alerts, from the model that scored them (see scoring.reasons).
+
+        Explanations never hold an alert back: if they cannot be computed (an
+        export without a baseline, the model server failing just now, more
+        alerts in the batch than ``max_reason_rows``), the alert is written
+        without them and the metric counts it.
+        """
+        out: list[list[dict[str, object]]] = [[] for _ in range(len(versions))]
+        if not self.settings.reason_codes or not len(versions):
+            return out
+        for version in np.unique(versions):
+            every = np.flatnonzero(versions == version)
+            rows = every[: self.settings.max_reason_rows]
+            self.metrics.unexplained_alerts.inc(len(every) - len(rows))
+            baseline = self.model.baseline_of(int(version))
+            if baseline is None:
+                self.metrics.unexplained_alerts.inc(len(rows))
+                continue
+            try:
+                found = reason_codes(
+                    self.model.scorer_of(int(version)),
+                    {name: values[rows] for name, values in inputs.items()},
+                    baseline,
+                )
+            except Exception as err:
+                log.warning("reason codes not computed for %d alerts: %s", len(rows), err)
+                self.metrics.unexplained_alerts.inc(len(rows))
+                continue
+            for row, reasons in zip(rows, found, strict=True):
+                out[row] = reasons
         return out
 
     def _rewind(self, messages: list[Message], err: BaseException) -> None:
@@ -609,6 +647,7 @@ def _alerts(
     scores: np.ndarray,
     thresholds: np.ndarray,
     versions: np.ndarray,
+    reasons: list[list[dict[str, object]]],
 ) -> list[NewAlert]:
     """One alert per row, with the model inputs it was scored on as its feature snapshot.
 
@@ -629,12 +668,14 @@ def _alerts(
             threshold=threshold,
             model_version=version,
             features=dict(zip(names, values, strict=True)),
+            reasons=why,
         )
-        for record, score, threshold, version, *values in zip(
+        for record, score, threshold, version, why, *values in zip(
             transactions.to_pylist(),
             scores.tolist(),
             thresholds.tolist(),
             versions.tolist(),
+            reasons,
             *columns,
             strict=True,
         )

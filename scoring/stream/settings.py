@@ -39,6 +39,10 @@ class ScorerSettings:
     #: Without a usable checkpoint: rebuild the state from history and replay the
     #: topic from its beginning, instead of holding. Ignored when one is usable.
     rebuild_state: bool = False
+    #: Compute reason codes for each alert (one extra model call per batch of alerts).
+    reason_codes: bool = True
+    #: At most this many alerts of one batch get reason codes (the rest none, counted).
+    max_reason_rows: int = 1000
 
     @property
     def stale_checkpoint_seconds(self) -> float:

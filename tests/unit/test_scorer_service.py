@@ -205,3 +205,28 @@ def test_scorers_sharing_the_partitions_score_exactly_as_one():
     for key, alert in one_store.alerts.items():
         assert union[key].features == alert.features
         assert union[key].score == pytest.approx(alert.score)
+
+
+def test_alerts_carry_reason_codes_from_the_model_that_scored_them():
+    from features.model_dir import ModelMetadata
+
+    baseline = {
+        name: ("unknown" if dtype == "string" else 1.0)
+        for name, dtype in spec.model_input_dtypes().items()
+    }
+    model = FakeModel(versions={3: ModelMetadata(threshold=0.5, details={"baseline": baseline})})
+    messages = [tx_message(i, amount) for i, amount in enumerate([10, 70, 95])]
+    scorer, _, _, store, _ = make_scorer(messages, model=model)
+    scorer.run()
+    reasons = store.alerts["t2"].reasons
+    assert reasons and reasons[0]["group"] == "amount"
+    assert reasons[0]["contribution"] == pytest.approx(0.95 - 0.01, abs=1e-4)
+    assert "amount" in reasons[0]["text"].lower()
+
+
+def test_an_export_without_a_baseline_gives_alerts_without_reasons_counted():
+    messages = [tx_message(i, amount) for i, amount in enumerate([10, 70, 95])]
+    scorer, _, _, store, _ = make_scorer(messages)
+    scorer.run()
+    assert all(not a.reasons for a in store.alerts.values()) and len(store.alerts) == 2
+    assert scorer.metrics.unexplained_alerts._value.get() == 2
