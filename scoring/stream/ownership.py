@@ -153,7 +153,10 @@ class OwnedPartitions:
                 "restart the scorers with `--rebuild-state --history LAKE`"
             )
         state = self._built(key)
-        if committed:  # a rebuild: the whole topic again (repeats are dropped)
+        if committed or state.next_offset is None:
+            # From the partition's first offset: a first start, or a rebuild (the whole
+            # topic again; repeats are dropped). An explicit position, so a batch dropped
+            # in a rebalance is read again rather than skipped.
             state.next_offset = self.source.beginning_offsets([key]).get(key, 0)
         return state
 

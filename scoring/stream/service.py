@@ -181,8 +181,10 @@ class Scorer:
         self._history = history
         self._stop = threading.Event()
         #: Held by the loop while it reads or writes state; the revocation callback
-        #: (on the Kafka client's thread) takes it or does nothing.
-        self._state_lock = threading.Lock()
+        #: (on the Kafka client's thread) takes it or does nothing. Reentrant: an
+        #: assignment taken during a keep-alive inside a batch runs on the loop's
+        #: own thread (and the batch is then dropped and replayed).
+        self._state_lock = threading.RLock()
         self._rebalanced = False
         self._in_batch = False
         self._idle_since: float | None = None
