@@ -1,11 +1,12 @@
-"""End-to-end parity: Kafka + scorer + gRPC model server give `fraud evaluate`'s scores.
+"""End to end, three scorers and the terminal stage give `fraud evaluate`'s scores.
 
 The central promise of the system, checked with the real commands: a model
 trained by `fraud train`, batch scores from `fraud evaluate --scores-out`, and
-the same period streamed through `fraud produce` and `fraud score` (threshold 0,
-so every event is written) against `fraud model-server`. The model is trained
-with a label delay of 3 days, not the default 7: the scorer, given only the
-gRPC endpoint, must learn it from the served model and build its state with it.
+the same period streamed through `fraud produce`, `fraud terminal-stage` and
+three `fraud score` processes in one consumer group (threshold 0, so every
+event is written) against `fraud model-server`. The model is trained with a
+label delay of 3 days, not the default 7: the scorers and the stage, given
+only the gRPC endpoint, learn it from the served model.
 """
 
 from __future__ import annotations
@@ -109,12 +110,22 @@ def test_streamed_scores_equal_fraud_evaluate_scores(kafka_broker, unique_topic,
                 stdout=stage_log, stderr=subprocess.STDOUT, env=ENV,
             )
         try:
+            scorers = [
+                subprocess.Popen(
+                    [FRAUD, "score", *wiring, *model, "--threshold", "0", "--group-id", group,
+                     "--stage-group", f"{group}-stage", "--exit-when-idle", "6"],
+                    stdout=subprocess.PIPE, stderr=(tmp_path / f"score-{i}.log").open("wb"),
+                    env=ENV,
+                )
+                for i in range(3)
+            ]
             fraud("produce", "--input", str(tmp_path / "live.parquet"), "--bootstrap-servers",
                   kafka_broker.bootstrap, "--topic", topic, "--labels-topic", labels)
-            summary = json.loads(fraud(
-                "score", *wiring, *model, "--threshold", "0", "--group-id", group,
-                "--stage-group", f"{group}-stage", "--exit-when-idle", "4",
-            ))
+            summaries = []
+            for i, scorer in enumerate(scorers):
+                out, _ = scorer.communicate(timeout=300)
+                assert scorer.returncode == 0, (tmp_path / f"score-{i}.log").read_text()[-3000:]
+                summaries.append(json.loads(out.decode().strip().splitlines()[-1]))
         finally:
             stage.send_signal(signal.SIGTERM)
             assert stage.wait(60) == 0, (tmp_path / "stage.log").read_text()[-3000:]
@@ -123,7 +134,8 @@ def test_streamed_scores_equal_fraud_evaluate_scores(kafka_broker, unique_topic,
     with engine.connect() as conn:
         streamed = dict(conn.execute(text("SELECT transaction_id, score FROM alerts")).all())
     engine.dispose()
-    assert summary["events"] == live.num_rows == len(batch) > 1000
+    assert sum(s["events"] for s in summaries) == live.num_rows == len(batch) > 1000
+    assert all(s["events"] > 0 for s in summaries), summaries  # each scorer had its share
     assert streamed.keys() == batch.keys()
     worst = max(abs(streamed[t] - batch[t]) for t in batch)
     assert worst <= 1e-5, f"largest stream/batch score difference {worst}"
