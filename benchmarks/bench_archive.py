@@ -19,9 +19,9 @@ from pathlib import Path
 
 from bench_kafka import synthetic_table  # beside this script
 
+from fraud.dev.local_broker import LocalBroker
 from ingest.archiver import ArchiveConfig, Archiver
 from ingest.kafka_io import KafkaSettings
-from ingest.local_broker import LocalBroker
 from ingest.producer import ProduceOptions, publish
 from ingest.readers import read_transactions
 

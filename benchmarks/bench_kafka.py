@@ -25,13 +25,13 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from features.spec import arrow_schema
+from fraud.dev.local_broker import LocalBroker
 from ingest.kafka_io import (
     KafkaSettings,
     decode_transaction,
     encode_transactions,
     make_consumer,
 )
-from ingest.local_broker import LocalBroker
 from ingest.producer import ProduceOptions, publish
 from ingest.readers import read_transactions
 

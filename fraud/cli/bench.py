@@ -24,12 +24,16 @@ def scoring(
     workdir: Annotated[
         Path | None, typer.Option(help="Keep data and model here (reused by later runs).")
     ] = None,
+    scorers: Annotated[
+        int, typer.Option(min=1, help="Scale-out runs with 1, 2, ... up to this many scorers.")
+    ] = 3,
 ) -> None:
     """End-to-end scoring: broker, model endpoint, scorer and database, all local.
 
     Prints {"inprocess_events_per_s", "grpc_events_per_s", "p50_ms", "p99_ms",
     "alerts_p99_ms", "all_alerts_p99_ms", "model_limit_events_per_s",
-    "broker_limit_events_per_s", ...} last.
+    "broker_limit_events_per_s", "scale_out": {"1": {"events_per_s",
+    "cpu_s_per_1000_events", ...}, ...}, ...} last.
     """
     import logging
     import os
@@ -37,7 +41,7 @@ def scoring(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from rich.console import Console
 
-    from scoring.bench import BenchPlan, run_bench
+    from fraud.dev.bench_scoring import BenchPlan, run_bench
 
     logging.basicConfig(level=logging.WARNING)
     plan = BenchPlan(
@@ -46,6 +50,7 @@ def scoring(
         latency_seconds=latency_seconds,
         model_dir=model_dir,
         workdir=workdir,
+        scorers=tuple(range(1, scorers + 1)),
     )
     figures = run_bench(plan, Console(stderr=True))
     print(json.dumps(figures))

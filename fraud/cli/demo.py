@@ -27,7 +27,7 @@ def demo(
     """
     from rich.console import Console
 
-    from fraud.demo import DemoPlan, check_workdir, demo_workbench, run_demo
+    from fraud.dev.demo import DemoPlan, check_workdir, demo_workbench, run_demo
 
     check_workdir(workdir)
     plan = DemoPlan(workdir=workdir.resolve(), customers=customers, terminals=terminals,

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fraud.demo import demo_workbench
+from fraud.dev.demo import demo_workbench
 from scoring.db.engine import make_engine
 from scoring.db.migrate import upgrade
 from tests.workbench_support import free_port, new_alert, seed

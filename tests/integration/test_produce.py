@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fraud.dev.local_broker import LocalBroker
 from ingest.kafka_io import KafkaSettings, decode_label, decode_transaction, make_consumer
-from ingest.local_broker import LocalBroker
 from ingest.readers import read_transactions
 
 pytestmark = pytest.mark.integration

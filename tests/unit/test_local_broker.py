@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from features.errors import InputError
-from ingest.local_broker import LocalBroker, free_port
+from fraud.dev.local_broker import LocalBroker, free_port
 
 
 def test_missing_binary_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from features.errors import InputError
-from ingest.local_broker import LocalBroker
+from fraud.dev.local_broker import LocalBroker
 from scoring.model_server.process import model_server_process
 
 
