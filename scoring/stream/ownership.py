@@ -107,8 +107,6 @@ class OwnedPartitions:
         for key in list(self.blocked):
             if key not in owned:
                 del self.blocked[key]
-        if self._history is not None and owned and not self.store.partitions():
-            self._warm_all()
         positions: dict[Partition, int] = {}
         for key in sorted(owned):
             state = self.states.get(key) or self._restore(key)
@@ -167,7 +165,8 @@ class OwnedPartitions:
         if history is not None and history.num_rows:
             count = self.source.partition_count(key[0]) or 1
             ids = history.column(spec.CUSTOMER_ID).to_pylist()
-            mine = [i for i, cid in enumerate(ids) if partition_of(cid, count) == key[1]]
+            owner = {cid: partition_of(cid, count) for cid in set(ids)}
+            mine = [i for i, cid in enumerate(ids) if owner[cid] == key[1]]
             part = history.take(pa.array(mine, pa.int64()))
             times = to_epoch_us(part.column(spec.TIMESTAMP))
             order = times.argsort(kind="stable")
@@ -176,8 +175,14 @@ class OwnedPartitions:
             state.next_offset = 0
         return state
 
-    def _warm_all(self) -> None:
-        """First start with history: a base for every partition, built once for the group."""
+    def warm_all(self) -> None:
+        """First start with history: a base for every partition, built once for the group.
+
+        Before joining the group (a replay of a large history takes longer than
+        the group allows between polls); a scorer that finds rows skips it.
+        """
+        if self._history is None or self.store.partitions():
+            return
         count = self.source.partition_count(self.settings.topic) or 0
         rows = []
         for number in range(count):

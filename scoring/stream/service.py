@@ -293,6 +293,11 @@ class Scorer:
             return False
         self.owned.config = config
         self.owned.warm_from(self._history)
+        self._hold(self._warm, "state")
+        return not self._stop.is_set()
+
+    def _warm(self) -> bool:
+        self.owned.warm_all()
         return True
 
     def _start_replica(self, config: BehaviourConfig) -> bool:
@@ -316,8 +321,10 @@ class Scorer:
                 reason = str(err)
                 if what == "model":
                     health.model_ok = False
-                else:
+                elif what == "stage":
                     health.terminal_stage = reason
+                else:
+                    health.state = reason
                 health.last_error = reason[:500]
                 if time.monotonic() - logged_at > 60:
                     log.error("holding: %s", reason)
@@ -326,8 +333,10 @@ class Scorer:
                 continue
             if what == "model":
                 health.model_ok = True
-            else:
+            elif what == "stage":
                 health.terminal_stage = ""
+            else:
+                health.state = ""
             return result
         return None
 
