@@ -306,11 +306,8 @@ class TerminalStore:
             hist = histories.get(tid)
             if hist is None:
                 hist = histories[tid] = TerminalHistory()
-            pos = hist.find(t, txid)
-            if pos >= 0:
-                hist.set_period(pos, frm, until)
-            else:
-                hist.insert(t, txid, frm, until)
+            if not hist.insert(t, txid, frm, until):  # stored already: a label, or a repeat
+                hist.set_period(hist.find(t, txid), frm, until)
 
     def expire(self, now_us: int) -> int:
         """Forget what is older than the horizon before ``now_us``; return terminals dropped.
