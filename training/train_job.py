@@ -313,7 +313,7 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
     say(f"trained {result.epochs_run} epochs on {result.replicas} replica(s), best epoch "
         f"{result.best_epoch} (validation AP {result.validation_average_precision:.3f})")
     with _stage("export", timings, say):
-        from scoring.reasons import baseline_of
+        from features.input_groups import baseline_of
         from training.export import export, serving_module
 
         validation = pq.read_table(pipeline_config.validation_inputs_path)

@@ -1,109 +1,63 @@
-"""`fraud score`: the streaming scorer (Kafka -> features -> model -> alerts database)."""
+"""`fraud score`: a streaming scorer (Kafka -> features -> model -> alerts database)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from features.errors import InputError
+from fraud.cli import options as opt
 from fraud.cli.db import DbOption
 from scoring.db import DEFAULT_DB_URL
+from scoring.stream.settings import ScorerSettings as S
 
 
 def score(
-    bootstrap_servers: Annotated[
-        str, typer.Option(envvar="FRAUD_BOOTSTRAP_SERVERS", help="Kafka HOST:PORT[,HOST:PORT]")
-    ],
+    bootstrap_servers: opt.Bootstrap,
     db: DbOption = DEFAULT_DB_URL,
-    model_server: Annotated[
-        str | None,
-        typer.Option(envvar="FRAUD_MODEL_SERVER", help="TF Serving endpoint, grpc://HOST:PORT."),
-    ] = None,
-    model_dir: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="FRAUD_MODEL_DIR",
-            help="Model directory, scored in-process (instead of --model-server).",
-        ),
-    ] = None,
-    model_name: Annotated[str, typer.Option(envvar="FRAUD_MODEL_NAME")] = "fraud",
-    topic: Annotated[str, typer.Option(envvar="FRAUD_TOPIC")] = "transactions",
-    group_id: Annotated[str, typer.Option(envvar="FRAUD_GROUP_ID")] = "fraud-scorer",
+    model_server: opt.ModelServer = None,
+    model_dir: opt.ModelDir = None,
+    model_name: opt.ModelName = "fraud",
+    topic: opt.Topic = S.topic,
+    group_id: opt.ScorerGroup = S.group_id,
     threshold: Annotated[
         float | None,
         typer.Option(envvar="FRAUD_THRESHOLD", help="Alert threshold [default: from training]"),
     ] = None,
-    history: Annotated[
-        Path | None,
-        typer.Option(envvar="FRAUD_HISTORY", help="Labelled files to warm the state from."),
-    ] = None,
-    labels_topic: Annotated[
-        str,
-        typer.Option(
-            envvar="FRAUD_LABELS_TOPIC",
-            help="The labels topic (read by the terminal stage; created if missing).",
-        ),
-    ] = "fraud-labels",
-    state_topic: Annotated[
-        str, typer.Option(envvar="FRAUD_STATE_TOPIC", help="The terminal stage's state topic.")
-    ] = "fraud-terminal-state",
-    stage_group: Annotated[
-        str,
-        typer.Option(envvar="FRAUD_STAGE_GROUP", help="The terminal stage's group (checkpoint)."),
-    ] = "fraud-terminal-stage",
-    dlq_topic: Annotated[str, typer.Option(envvar="FRAUD_DLQ_TOPIC")] = "transactions.dlq",
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(envvar="FRAUD_METRICS_PORT", help="Serve /metrics and /healthz here."),
-    ] = None,
-    metrics_host: Annotated[
-        str, typer.Option(envvar="FRAUD_METRICS_HOST", help="Address of the metrics endpoint.")
-    ] = "127.0.0.1",
-    exit_when_idle: Annotated[
-        float | None,
-        typer.Option(help="Stop after this many seconds without new events."),
-    ] = None,
-    max_batch: Annotated[int, typer.Option(help="Largest micro-batch (events).")] = 2000,
-    max_wait_ms: Annotated[int, typer.Option(help="Longest wait to fill a micro-batch.")] = 50,
-    checkpoint_seconds: Annotated[
-        float, typer.Option(help="How often state and offsets are checkpointed.")
-    ] = 30.0,
-    checkpoint_timeout_seconds: Annotated[
-        float, typer.Option(help="A checkpoint writer still running after this is killed.")
-    ] = 120.0,
+    history: opt.History = None,
+    labels_topic: opt.LabelsTopic = S.labels_topic or "",
+    state_topic: opt.StateTopic = S.state_topic,
+    stage_group: opt.StageGroup = S.stage_group,
+    dlq_topic: opt.DlqTopic = S.dlq_topic,
+    metrics_port: opt.MetricsPort = None,
+    metrics_host: opt.MetricsHost = "127.0.0.1",
+    exit_when_idle: opt.ExitWhenIdle = None,
+    max_batch: Annotated[int, typer.Option(help="Largest micro-batch (events).")] = S.max_batch,
+    max_wait_ms: Annotated[
+        int, typer.Option(help="Longest wait to fill a micro-batch.")
+    ] = S.max_wait_ms,
+    checkpoint_seconds: opt.CheckpointSeconds = S.checkpoint_seconds,
+    checkpoint_timeout_seconds: opt.CheckpointTimeout = S.checkpoint_timeout_seconds,
     reason_codes: Annotated[
         bool,
         typer.Option(help="Store reason codes with each alert (one extra model call a batch)."),
-    ] = True,
-    rebuild_state: Annotated[
-        bool,
-        typer.Option(
-            help="Without a usable checkpoint, rebuild the state from --history and replay "
-            "the topic from its beginning (instead of holding)."
-        ),
-    ] = False,
+    ] = S.reason_codes,
+    rebuild_state: opt.RebuildState = S.rebuild_state,
 ) -> None:
-    """Score every live transaction and write alerts; runs until SIGTERM/SIGINT.
+    """Score the live transactions of the partitions this scorer owns; runs until SIGTERM/SIGINT.
 
+    Run any number in one consumer group, with one `fraud terminal-stage`.
     Invalid messages go to the dead-letter topic with the reason in headers.
-    Offsets are committed only after the alerts and the state checkpoint are
-    committed to the database. Prints a JSON summary as the last line.
+    Offsets are committed only after the alerts and the partitions' state
+    checkpoints are committed to the database. Prints a JSON summary last.
     """
-    import logging
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ingest.kafka_io import KafkaSettings
     from scoring.stream.app import Endpoints, run_scorer
-    from scoring.stream.settings import ScorerSettings
 
-    if (model_server is None) == (model_dir is None):
-        raise InputError("give either --model-server grpc://HOST:PORT or --model-dir DIR")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = ScorerSettings(
+    model = opt.model_location(model_server, model_dir)
+    opt.configure_logging()
+    settings = S(
         topic=topic,
         labels_topic=labels_topic or None,
         dlq_topic=dlq_topic,
@@ -122,7 +76,7 @@ def score(
     endpoints = Endpoints(
         kafka=KafkaSettings.from_env(bootstrap_servers),
         db_url=db,
-        model=model_server or str(model_dir),
+        model=model,
         model_name=model_name,
         history=history,
         metrics_port=metrics_port,

@@ -69,7 +69,7 @@ from scoring.stream.ports import (
 )
 from scoring.stream.predictor import predict_rows
 from scoring.stream.replica import StageNotReady, TerminalReplica
-from scoring.stream.retry import Aborted, retry_until_done
+from scoring.stream.retry import Aborted, Retrier
 from scoring.stream.sealed import CheckpointUnusable
 from scoring.stream.served_model import ModelRefused, ServedModel
 from scoring.stream.settings import ScorerSettings
@@ -177,6 +177,13 @@ class Scorer:
             self.metrics,
         )
         self.decoder = BatchDecoder(None)
+        self._retry = Retrier(
+            settings,
+            self.metrics,
+            source.keep_alive,
+            lambda: self._stop.is_set() or (self._in_batch and self._rebalanced),
+            self._dependency_failed,
+        )
         self.alert_writer = AlertWriter(alerts, self._retry)
         self._history = history
         self._stop = threading.Event()
@@ -252,6 +259,10 @@ class Scorer:
         health.lag = lag
         health.checkpoint_age_seconds = self.owned.age_seconds()
         self.metrics.checkpoint_age_seconds.set(health.checkpoint_age_seconds)
+
+    def _dependency_failed(self, dependency: str) -> None:
+        if dependency == "model":
+            self.model.follow(force=True)  # the bound version may have been replaced
 
     def _model_bound(self, version: int) -> None:
         health = self.metrics.health
@@ -611,45 +622,6 @@ class Scorer:
         self._first_batch_at = self._first_batch_at or started
         summary.active_seconds = finished - self._first_batch_at
         metrics.health.last_batch_at = now
-
-    # -- retries ----------------------------------------------------------------
-
-    def _retry(self, attempt: Callable[[], T], what: str, dependency: str) -> T:
-        """Run ``attempt`` until it succeeds, retrying while ``dependency`` is down.
-
-        Waits keep the consumer in its group; a stop request or a rebalance
-        during the wait aborts the batch (nothing of it is committed).
-        """
-        health = self.metrics.health
-        field_name = _HEALTH_FIELD[dependency]
-
-        def failed(err: BaseException) -> None:
-            setattr(health, field_name, False)
-            health.last_error = f"{what}: {err}"[:500]
-            self.metrics.retries.labels(dependency=dependency).inc()
-            if dependency == "model":
-                self.model.follow(force=True)  # the bound version may have been replaced
-
-        def wait(seconds: float) -> bool:
-            if self._stop.is_set() or (self._in_batch and self._rebalanced):
-                return False
-            self.source.keep_alive(seconds)
-            return not (self._stop.is_set() or (self._in_batch and self._rebalanced))
-
-        result = retry_until_done(
-            attempt,
-            (DependencyDown, ModelUnavailable),
-            what=what,
-            wait=wait,
-            on_failure=failed,
-            initial_seconds=self.settings.retry_initial_seconds,
-            max_seconds=self.settings.retry_max_seconds,
-        )
-        setattr(health, field_name, True)
-        return result
-
-
-_HEALTH_FIELD = {"model": "model_ok", "database": "database_ok", "broker": "broker_ok"}
 
 
 def _alerts(

@@ -22,7 +22,6 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -43,13 +42,12 @@ from scoring.stream.ports import (
 )
 from scoring.stream.ports import (
     DeadLetterSink,
-    DependencyDown,
     Message,
     MessageSource,
     Partition,
     SavedState,
 )
-from scoring.stream.retry import Aborted, retry_until_done
+from scoring.stream.retry import Aborted, Retrier
 from scoring.stream.sealed import CheckpointUnusable, seal, unseal
 from scoring.terminal_stage.protocol import (
     PartitionProgress,
@@ -142,6 +140,7 @@ class TerminalStage:
         self.expiry_floor_us: int | None = None
         self._last_sweep_us: int | None = None
         self._stop = threading.Event()
+        self._retry = Retrier(settings, self.metrics, source.keep_alive, self._stop.is_set)
         self._lock = threading.Lock()
         self._assigned = False
         self._partial = False
@@ -426,32 +425,6 @@ class TerminalStage:
         with self._lock:
             self.checkpointer.checkpoint_now(self._snapshot, write)
 
-    def _retry(self, attempt: Callable[[], T], what: str, dependency: str) -> T:
-        health = self.metrics.health
-
-        def failed(err: BaseException) -> None:
-            setattr(health, f"{dependency}_ok", False)
-            health.last_error = f"{what}: {err}"[:500]
-            self.metrics.retries.labels(dependency=dependency).inc()
-
-        def wait(seconds: float) -> bool:
-            if self._stop.is_set():
-                return False
-            self.source.keep_alive(seconds)
-            return not self._stop.is_set()
-
-        result = retry_until_done(
-            attempt,
-            (DependencyDown,),
-            what=what,
-            wait=wait,
-            on_failure=failed,
-            initial_seconds=self.settings.retry_initial_seconds,
-            max_seconds=self.settings.retry_max_seconds,
-        )
-        setattr(health, f"{dependency}_ok", True)
-        return result
-
 
 def _partition(key: str) -> Partition:
     topic, _, partition = key.rpartition(":")
@@ -469,3 +442,4 @@ def _labels_table(labels: list[dict[str, object]]) -> pa.Table:
             spec.LABELLED_AT: pa.array([r[spec.LABELLED_AT] for r in labels], ts),
         }
     )
+
