@@ -1,4 +1,4 @@
-"""Command-line options shared by the streaming services : `fraud score` and the stage.
+"""Command-line options shared by the streaming services: `fraud score` and the stage.
 
 Declared once, with their environment variables; the defaults of the command
 functions come from the services' settings objects
