@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from features import spec
 from features.errors import InputError
+from ingest.atomic import write_atomically
 
 _MICROS_PER_DAY = 86_400 * 1_000_000
 PARTITION_FILE = "part-0.parquet"
@@ -160,16 +161,8 @@ _FILE_WRITERS: dict[Format, Callable[[pa.Table, Path], None]] = {
 
 
 def _write_file(table: pa.Table, path: Path, fmt: Format) -> list[Path]:
-    """Write to a temporary file beside ``path``, then move it in place (no half files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        _FILE_WRITERS[fmt](table, Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``path`` atomically (no half files)."""
+    write_atomically(path, lambda temporary: _FILE_WRITERS[fmt](table, temporary))
     return [path]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from features.errors import InputError
+from ingest.atomic import write_atomically
 from scoring.db.repository import ReviewedLabel
 
 LABEL_FIELDS = (
@@ -26,15 +27,16 @@ def write_labels(labels: Sequence[ReviewedLabel], out: Path, source: str = "anal
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
         raise InputError(f"{out}: unknown labels file type {suffix!r}; use one of {FORMATS}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     records = [label.to_record(source) for label in labels]
-    partial = out.with_name(out.name + ".partial")
-    with partial.open("w", encoding="utf-8", newline="") as handle:
-        if suffix == ".jsonl":
-            handle.writelines(json.dumps(record) + "\n" for record in records)
-        else:
-            writer = csv.DictWriter(handle, fieldnames=LABEL_FIELDS)
-            writer.writeheader()
-            writer.writerows(records)
-    partial.replace(out)
+
+    def write(path: Path) -> None:
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            if suffix == ".jsonl":
+                handle.writelines(json.dumps(record) + "\n" for record in records)
+            else:
+                writer = csv.DictWriter(handle, fieldnames=LABEL_FIELDS)
+                writer.writeheader()
+                writer.writerows(records)
+
+    write_atomically(out, write)
     return len(records)
