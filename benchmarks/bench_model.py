@@ -40,23 +40,11 @@ def rows_per_second(client: ModelClient, batch: int, seconds: float) -> float:
     return calls * batch / elapsed
 
 
-def start_server(model_dir: Path) -> tuple[subprocess.Popen[str], int]:
-    command = [
-        str(Path(sys.executable).with_name("fraud")),
-        "model-server",
-        "--model-dir",
-        str(model_dir),
-        "--grpc-port",
-        "0",
-        "--rest-port",
-        "0",
-    ]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    assert process.stdout is not None
-    ready = json.loads(process.stdout.readline())
-    return process, int(ready["grpc_port"])
+def start_server(model_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    from scoring.model_server.process import start
+
+    server = start(model_dir)
+    return server.process, server.grpc_port
 
 
 def main() -> None:

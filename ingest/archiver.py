@@ -28,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from features.errors import InputError
+from features.progress import Progress
 from ingest import lake
 from ingest.kafka_io import (
     KafkaSettings,
@@ -41,7 +42,6 @@ from ingest.kafka_io import (
 from ingest.records import records_to_table
 from ingest.validation import ValidationError
 
-Progress = Callable[[str], None]
 LOCK_FILE = "_archiver.lock"
 
 

@@ -9,7 +9,6 @@ export's ``serving_default``. Every check of the input runs before that work.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -22,9 +21,8 @@ from features import model_dir as versions_dir
 from features import spec
 from features.behaviour import lookback_days
 from features.errors import InputError
+from features.progress import Progress, silent
 from training import evaluation as ev
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -160,7 +158,7 @@ def evaluate(
     :func:`training.evaluation.known_compromised`) unless ``keep_known_compromised``.
     The label delay and the alert threshold come from the version's metadata.
     """
-    say = progress or (lambda _: None)
+    say = progress or silent
     _check_request(input_path, start, end)
     model = choose_model(model_dir, version)
     say(f"reading {input_path} and computing features ({lookback_days(model.delay_days)} "

@@ -32,11 +32,10 @@ from features import spec
 from features.behaviour import BehaviourConfig, lookback_days
 from features.errors import InputError
 from features.model_dir import ModelMetadata, read_metadata
+from features.progress import Progress, silent
 from ingest.label_files import LabelsApplied, apply_label_files, check_label_files, read_label_files
 from training.pipeline import TRAIN, VALIDATION, PipelineConfig, window_rows
 from training.settings import TrainConfig
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -236,7 +235,7 @@ def _library_versions() -> dict[str, str]:
 
 def run(config: TrainJobConfig, progress: Progress | None = None) -> TrainJobResult:
     """Run the whole job; return the export path and figures."""
-    say = progress or (lambda _: None)
+    say = progress or silent
     check_request(config)
     if config.replicas is not None:
         from training.trainer import configure_logical_cpus

@@ -49,13 +49,12 @@ def archive(
     """
     import threading
 
-    from rich.console import Console
-
+    from fraud.cli.console import stderr_console
     from ingest.archiver import ArchiveConfig, Archiver
     from ingest.kafka_io import KafkaSettings, check_reachable
     from ingest.producer import stop_on_signals
 
-    console = Console(stderr=True, log_path=False, soft_wrap=True)
+    console = stderr_console()
     settings = KafkaSettings.from_env(bootstrap_servers)
     config = ArchiveConfig(out=out, topic=topic, labels_topic=labels_topic or None,
                            batch_records=batch_records, batch_seconds=batch_seconds,

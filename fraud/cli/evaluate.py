@@ -49,11 +49,10 @@ def evaluate(
 ) -> None:
     """Score a labelled period through the batch path; print AUC-ROC, AP, card precision@100."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-    from rich.console import Console
-
+    from fraud.cli.console import stderr_console
     from training.evaluate_job import evaluate as run
 
-    console = Console(stderr=True, log_path=False, soft_wrap=True)
+    console = stderr_console()
     figures = run(
         input_path, parse_day("--start", start), parse_day("--end", end), model_dir,
         version=version, scores_out=scores_out, report_dir=report_dir,

@@ -81,12 +81,11 @@ def train(
     seed: Annotated[int, typer.Option(envvar="FRAUD_SEED", help="Random seed.")] = 0,
 ) -> None:
     """Retrain the model on a window of labelled history and export a new version."""
-    from rich.console import Console
-
+    from fraud.cli.console import stderr_console
     from training.settings import TrainConfig
     from training.train_job import TrainJobConfig, run
 
-    console = Console(stderr=True, log_path=False, soft_wrap=True)
+    console = stderr_console()
     config = TrainJobConfig(
         input_path=input,
         train_start=parse_day("--train-start", train_start),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import inspect
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -34,6 +33,7 @@ from tensorflow_serving.apis import (
 )
 
 from features import spec
+from scoring.model_server.process import start
 from tests.fixtures.model_server import toy_inputs, toy_scores
 
 pytestmark = pytest.mark.integration
@@ -103,38 +103,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, toy_model_cache: Path) -> I
     model_dir.mkdir()
     shutil.copytree(toy_model_cache / "1", model_dir / "1")
     log = root / "server.log"
-    command = [
-        str(Path(sys.executable).with_name("fraud")),
-        "model-server",
-        "--model-dir",
-        str(model_dir),
-        "--grpc-port",
-        "0",
-        "--rest-port",
-        "0",
-        *SERVER_FLAGS,
-    ]
     with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        )
+        started = start(model_dir, *SERVER_FLAGS, stderr=stderr)
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line, f"server exited: {log.read_text()}"
-        ready = json.loads(line)
-        assert ready["version"] == 1
-        yield Server(process, ready["rest_port"], ready["grpc_port"], model_dir, log)
+        assert started.ready["version"] == 1, log.read_text()
+        yield Server(started.process, started.rest_port, started.grpc_port, model_dir, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        started.stop()
 
 
 @pytest.fixture

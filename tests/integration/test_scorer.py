@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import threading
@@ -383,31 +382,10 @@ def _free_port() -> int:
 
 
 def _model_server_process(model_dir: Path, port: int, log: Path):
-    import subprocess
-    import sys
+    from scoring.model_server.process import start
 
-    from tests.integration.scoring_support import FRAUD
-
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    del sys
     with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                FRAUD,
-                "model-server",
-                "--model-dir",
-                str(model_dir),
-                "--grpc-port",
-                str(port),
-                "--rest-port",
-                "0",
-                "--poll-seconds",
-                "0.5",
-            ],
-            stdout=out,
-            stderr=out,
-            env=env,
-        )
+        return start(model_dir, "--poll-seconds", "0.5", grpc_port=port, stderr=out).process
 
 
 class _TcpProxy:
