@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration test-all lint bench clean
+.PHONY: install demo test test-slow test-unit test-integration test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -m "not slow" tests
 
+# The tests over ~30 s (full-size simulations, long training runs); CI runs them too.
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow tests
+
 test-unit: $(STAMP)
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -m "not slow" tests/unit
 
 test-integration: $(STAMP)
 	$(BIN)/pytest -m "integration and not slow" tests/integration

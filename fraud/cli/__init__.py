@@ -7,6 +7,7 @@ functions, so ``fraud --help`` stays fast.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import typer
 
@@ -65,10 +66,22 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
-    """Entry point: usage errors exit 2 (Typer); input errors exit 2 with a one-line reason."""
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command in this process; its exit code.
+
+    0 success; 2 a usage error (Typer) or an input error (one line on stderr,
+    no traceback); 1 anything else. Tests call this in-process.
+    """
     try:
-        app()
+        app(args=None if argv is None else list(argv), prog_name="fraud")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+def main() -> None:
+    """Entry point of the ``fraud`` console script."""
+    sys.exit(run())

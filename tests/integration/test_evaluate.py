@@ -196,7 +196,9 @@ def no_fraud_file(bank, tmp_path_factory) -> Path:
     ],
 )
 def test_bad_input_exits_2_with_a_one_line_reason(case, reason, bank, models, no_fraud_file,
-                                                   tmp_path):
+                                                   tmp_path, capsys):
+    from tests.cli_support import fraud_in_process
+
     lake, _ = bank
     args = {"--input": lake, "--start": START, "--end": END, "--model-dir": models}
     if case == "empty period":
@@ -211,9 +213,11 @@ def test_bad_input_exits_2_with_a_one_line_reason(case, reason, bank, models, no
         args["--end"] = "2018-05-20"
     else:
         args["--start"] = "2018-05-32"
-    result = _fraud(*[item for pair in args.items() for item in pair])
-    assert result.returncode == 2
+    code, _, err = fraud_in_process(
+        capsys, "evaluate", *[str(item) for pair in args.items() for item in pair]
+    )
+    assert code == 2
     # progress lines may come first; the reason is one line, last, with no traceback
-    lines = result.stderr.strip().splitlines()
+    lines = err.strip().splitlines()
     assert lines[-1].startswith("error: ") and reason in lines[-1], lines
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in err

@@ -284,14 +284,15 @@ def test_cli_trains_the_next_version_with_analyst_labels(trained, bank, tmp_path
     assert first.metadata.details["label_files"] is None
 
 
-def _cli_error(*args: str) -> str:
-    done = subprocess.run([FRAUD, "train", *args], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    return done.stderr.strip().splitlines()[-1]
+def test_cli_rejects_unknown_runner_and_reversed_dates(bank, tmp_path, capsys):
+    from tests.cli_support import fraud_in_process
 
+    def _cli_error(*args: str) -> str:
+        code, _, err = fraud_in_process(capsys, "train", *args)
+        assert code == 2, err[-2000:]
+        assert "Traceback" not in err
+        return err.strip().splitlines()[-1]
 
-def test_cli_rejects_unknown_runner_and_reversed_dates(bank, tmp_path):
     lake, _ = bank
     common = ["--input", str(lake), "--model-dir", str(tmp_path / "models")]
     line = _cli_error(*common, "--train-start", "2018-05-01", "--train-end", "2018-05-08",

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-
-from features.preprocessing import categorical_sizes, dense_features  # noqa: E402
-from training.model import build_model, embedding_dim, fraud_probability  # noqa: E402
-from training.train_job import choose_threshold  # noqa: E402
+from features.preprocessing import categorical_sizes, dense_features
+from training.model import build_model, embedding_dim, fraud_probability
+from training.train_job import choose_threshold
 
 
 def _inputs(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

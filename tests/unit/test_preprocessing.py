@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import math
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pytest
+import tensorflow_transform.beam as tft_beam
 
 from features import spec
 from features.preprocessing import TRANSFORMS, Flag, Numeric, raw_feature_spec, source_of
-
-tft_beam = pytest.importorskip("tensorflow_transform.beam")
-beam = pytest.importorskip("apache_beam")
 
 AMOUNTS = [10.0, 1000.0, 100.0]  # the fraud (label 1) is the largest amount
 SERVED_AMOUNT = 150.0  # above every genuine training amount (100)

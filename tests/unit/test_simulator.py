@@ -148,6 +148,7 @@ def test_fraud_rate_and_scenarios_in_plausible_ranges(mid: SimulationResult):
     assert per["compromised_terminal"] > per["compromised_card"] > per["large_amount"]
 
 
+@pytest.mark.slow
 def test_default_bank_matches_the_handbook_figures():
     result = simulate(SimulationConfig())
     figures = result.figures()
@@ -410,6 +411,7 @@ def test_cli_writes_each_format_and_prints_figures(tmp_path: Path, name: str):
 
 
 def test_cli_bad_input_exits_2_with_one_line_reason(tmp_path: Path):
+    """The one subprocess check of exit code 2: the console script itself, no traceback."""
     fraud = Path(sys.executable).parent / "fraud"
     run = subprocess.run(
         [str(fraud), "simulate", "--out", str(tmp_path / "x.csv"), "--start-date", "tomorrow"],
@@ -421,14 +423,14 @@ def test_cli_bad_input_exits_2_with_one_line_reason(tmp_path: Path):
     assert run.stderr.strip() == "error: --start-date must be a date YYYY-MM-DD, got 'tomorrow'"
     assert not (tmp_path / "x.csv").exists()
 
+
+def test_an_existing_output_is_refused_before_any_work(tmp_path: Path, capsys):
+    from tests.cli_support import fraud_in_process
+
     (tmp_path / "x.csv").write_text("keep me")
-    run = subprocess.run(
-        [str(fraud), "simulate", "--out", str(tmp_path / "x.csv"), "--days", "100000"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    code, _, err = fraud_in_process(
+        capsys, "simulate", "--out", str(tmp_path / "x.csv"), "--days", "100000"
     )
     # Checked before any work: a huge --days would take minutes to simulate.
-    assert run.returncode == 2
-    assert "already exists" in run.stderr
+    assert code == 2 and "already exists" in err and "Traceback" not in err
     assert (tmp_path / "x.csv").read_text() == "keep me"
