@@ -53,6 +53,8 @@ TRANSACTIONS_TOPIC = "transactions"
 DEFAULT_PARTITIONS = 3
 DLQ_TOPIC = "transactions.dlq"
 LABELS_TOPIC = "fraud-labels"
+#: The scorers' consumer group (the key of their partition checkpoints).
+SCORER_GROUP = "fraud-scorer"
 
 #: Dead-letter header names (values are UTF-8 bytes).
 HEADER_REASON = "error.reason"

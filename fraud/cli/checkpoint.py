@@ -14,7 +14,9 @@ import typer
 
 from features.errors import InputError
 from fraud.cli.db import DbOption, open_engine
+from ingest.kafka_io import SCORER_GROUP
 from scoring.db import DEFAULT_DB_URL
+from scoring.terminal_stage.settings import STAGE_GROUP
 
 app = typer.Typer(help="The scorers' and the terminal stage's checkpoints.", no_args_is_help=True)
 
@@ -42,8 +44,8 @@ def _first_bad_row(rows: list[Any]) -> tuple[int | None, str]:
 @app.command("show")
 def show(
     db: DbOption = DEFAULT_DB_URL,
-    group_id: GroupOption = "fraud-scorer",
-    stage_group: StageOption = "fraud-terminal-stage",
+    group_id: GroupOption = SCORER_GROUP,
+    stage_group: StageOption = STAGE_GROUP,
 ) -> None:
     """Every partition's checkpoint rows and the stage's checkpoints, verified; JSON last."""
     from scoring.stream.sql_store import SqlAlertStore, SqlPartitionStore
@@ -91,8 +93,8 @@ class _Row:
 @app.command("use-previous")
 def use_previous(
     db: DbOption = DEFAULT_DB_URL,
-    group_id: GroupOption = "fraud-scorer",
-    stage_group: StageOption = "fraud-terminal-stage",
+    group_id: GroupOption = SCORER_GROUP,
+    stage_group: StageOption = STAGE_GROUP,
 ) -> None:
     """Go back to the last good checkpoint wherever the newest cannot be restored.
 
@@ -124,8 +126,8 @@ def use_previous(
 @app.command("discard")
 def discard(
     db: DbOption = DEFAULT_DB_URL,
-    group_id: GroupOption = "fraud-scorer",
-    stage_group: StageOption = "fraud-terminal-stage",
+    group_id: GroupOption = SCORER_GROUP,
+    stage_group: StageOption = STAGE_GROUP,
     yes: Annotated[bool, typer.Option("--yes", help="Really delete them.")] = False,
 ) -> None:
     """Delete the scorers' and the stage's checkpoints (before a `--rebuild-state`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from features.errors import InputError
-from ingest.kafka_io import DLQ_TOPIC, LABELS_TOPIC, TRANSACTIONS_TOPIC
+from ingest.kafka_io import DLQ_TOPIC, LABELS_TOPIC, SCORER_GROUP, TRANSACTIONS_TOPIC
 from scoring.terminal_stage.protocol import STATE_TOPIC
 from scoring.terminal_stage.settings import STAGE_GROUP
 
@@ -18,7 +18,7 @@ class ScorerSettings:
     #: Read by the terminal stage (not the scorer), whose progress on it the scorer waits for.
     labels_topic: str | None = LABELS_TOPIC
     dlq_topic: str = DLQ_TOPIC
-    group_id: str = "fraud-scorer"
+    group_id: str = SCORER_GROUP
     #: The terminal stage's state topic, and its consumer group (its checkpoint's key).
     state_topic: str = STATE_TOPIC
     stage_group: str = STAGE_GROUP

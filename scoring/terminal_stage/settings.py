@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from features.errors import InputError
-from ingest.kafka_io import LABELS_TOPIC, TRANSACTIONS_TOPIC
+from ingest.kafka_io import DLQ_TOPIC, LABELS_TOPIC, SCORER_GROUP, TRANSACTIONS_TOPIC
 from scoring.terminal_stage.protocol import STATE_TOPIC
 
 #: The stage's consumer group; also the key of its checkpoint.
@@ -19,10 +19,10 @@ class StageSettings:
     topic: str = TRANSACTIONS_TOPIC
     labels_topic: str | None = LABELS_TOPIC
     state_topic: str = STATE_TOPIC
-    dlq_topic: str = "transactions.dlq"
+    dlq_topic: str = DLQ_TOPIC
     group_id: str = STAGE_GROUP
     #: The scorers' consumer group: their partition checkpoints bound what may expire.
-    scorer_group: str = "fraud-scorer"
+    scorer_group: str = SCORER_GROUP
     max_batch: int = 5000
     max_wait_ms: int = 50
     #: Progress that moved without new entries is published at most this often.
