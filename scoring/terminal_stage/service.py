@@ -201,15 +201,27 @@ class TerminalStage:
         Scorers load the stage's checkpoint to build their replica, so one
         exists before anything is published.
         """
-        saved = self._retry(self.store.load, "loading the checkpoint", "database")
-        if saved is not None:
+        logged_at = 0.0
+        while not self._stop.is_set():
+            saved = self._retry(self.store.load, "loading the checkpoint", "database")
+            if saved is None:
+                break
             try:
                 self._restore(saved)
+                self.metrics.health.state = ""
                 return
             except CheckpointUnusable as err:
-                if not self.settings.rebuild_state:
-                    raise CheckpointUnusable(f"{err}; {RECOVERY}") from None
-                log.warning("%s; --rebuild-state: rebuilding from history", err)
+                if self.settings.rebuild_state:
+                    log.warning("%s; --rebuild-state: rebuilding from history", err)
+                    break
+                reason = f"{err}; {RECOVERY}"
+                self.metrics.health.state = reason  # hold (never a crash loop) until recovered
+                if time.monotonic() - logged_at > 60:
+                    log.error("holding: %s", reason)
+                    logged_at = time.monotonic()
+                self._stop.wait(self.settings.hold_check_seconds)
+        if self._stop.is_set():
+            return
         if self._history is not None:
             self._warm(self._history)
         self.checkpointer.start_fresh({})

@@ -37,6 +37,8 @@ class StageSettings:
     retry_initial_seconds: float = 0.2
     retry_max_seconds: float = 10.0
     rebuild_state: bool = False
+    #: While its checkpoint cannot be restored, how often the stage looks again.
+    hold_check_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if self.max_batch <= 0 or self.max_wait_ms < 0:

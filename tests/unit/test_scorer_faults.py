@@ -313,3 +313,28 @@ def test_partition_rows_round_trip_and_refuse_damage():
     _damage(rows, 0)
     with pytest.raises(CheckpointUnusable, match="checksum"):
         PartitionState.restore(("transactions", 0), BehaviourConfig(), list(rows))
+
+
+def test_a_stage_whose_checkpoint_is_unusable_holds_instead_of_crash_looping():
+    from scoring.stream.ports import SavedState
+    from scoring.terminal_stage.service import TerminalStage
+    from scoring.terminal_stage.settings import StageSettings
+    from tests.unit.scorer_fakes import FakeDeadLetters, FakePublisher, FakeSource, NoFloor
+
+    store = FakeStore()
+    store.saved = SavedState(b"not a checkpoint", {}, None)
+    stage = TerminalStage(
+        StageSettings(hold_check_seconds=0.01), BehaviourConfig(),
+        FakeSource([tx_message(0, 10)], topics=("transactions", "fraud-labels")),
+        FakePublisher(), store, NoFloor(), FakeDeadLetters(),
+    )
+    runner = threading.Thread(target=stage.run)
+    runner.start()
+    deadline = threading.Event()
+    while not stage.metrics.health.state and not deadline.wait(0.01):
+        pass
+    assert "not a sealed checkpoint" in stage.metrics.health.state
+    assert "use-previous" in stage.metrics.health.state
+    stage.stop()
+    runner.join(5)
+    assert not runner.is_alive()
