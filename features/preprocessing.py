@@ -68,8 +68,8 @@ class AboveGenuineMax:
     training split: the label is read there only, and the export holds the
     threshold as a constant, so serving needs no label. It hands the network
     the one sharp split a tree finds at once — "larger than any genuine amount
-    seen" — which a network smooths away when few frauds show it (README,
-    "How the model got there").
+    seen" — which a network smooths away when few frauds show it
+    (``docs/quality.md``, "How the model got there").
     """
 
     source: str

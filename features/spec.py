@@ -1,7 +1,7 @@
 """The transaction contract, declared once.
 
 Field names, types, defaults and the label key of a card transaction
-(``contracts.md`` §1), plus the names of the behavioural features computed by
+(``docs/contracts.md`` §1), plus the names of the behavioural features computed by
 :mod:`features.behaviour`. Every other schema in the system — the file readers,
 the Kafka decoder, the Arrow/Beam schema, the TFT feature spec, the serving
 signature and the alert snapshot — is derived from this module; none declares
@@ -44,7 +44,7 @@ class Field:
 
 @dataclass(frozen=True)
 class Bounds:
-    """The explicit limits every raw value must keep (``docs/ingest-bounds.md``).
+    """The explicit limits every raw value must keep (``docs/ingest.md``, Bounds).
 
     Enforced identically by the record validator (:mod:`ingest.validation`),
     the column validator of the file readers and of the Kafka batch path

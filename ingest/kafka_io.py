@@ -1,7 +1,7 @@
 """Kafka plumbing shared by the producer, the archiver and the scorer.
 
 Connection settings (:class:`KafkaSettings`), client factories, idempotent
-topic creation, and the message codec of ``contracts.md`` §2: transactions as
+topic creation, and the message codec of ``docs/contracts.md`` §2: transactions as
 JSON objects keyed by customer, labels keyed by transaction, dead letters with
 the reason in headers. Nothing here depends on the broker implementation
 (Tansu in development, Apache Kafka in production).
@@ -85,8 +85,8 @@ class KafkaSettings:
     """How to reach the cluster and how consumers behave in a group.
 
     The group timeouts default to values that let a group join in seconds
-    (``environment.md``); production may raise ``max_poll_interval_ms`` when a
-    batch can take longer to process.
+    (``docs/ingest.md``, Kafka messages); production may raise
+    ``max_poll_interval_ms`` when a batch can take longer to process.
     """
 
     bootstrap_servers: str

@@ -1,14 +1,14 @@
 """Label files for retraining: analysts' decisions on top of the labels a history carries.
 
 ``fraud labels export`` writes the alerts analysts decided as records of the
-``fraud-labels`` format (``contracts.md`` §2), one per line (``.jsonl``) or per
+``fraud-labels`` format (``docs/contracts.md`` §2.2), one per line (``.jsonl``) or per
 row (``.csv``). ``fraud train --labels FILE`` reads them here and applies them
 to the transactions it trains on: a fraud the chargebacks have not shown yet
 becomes a fraud, a confirmed false positive a genuine transaction. This is how
 the analysts' work flows back into the model.
 
 Each record is validated like a message of the labels topic, with the same
-bounds (``docs/ingest-bounds.md``); a bad one stops the job with the file, the
+bounds (``docs/ingest.md``, Bounds); a bad one stops the job with the file, the
 line and the field. When a transaction was decided
 more than once, the latest decision (``labelled_at``, then file order) wins.
 """

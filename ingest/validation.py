@@ -6,8 +6,8 @@ vectorised file readers (:mod:`ingest.readers`) apply the same rules column by
 column and reuse the reason texts below, so a bad value gets the same message
 whichever path sees it.
 
-Rules (``contracts.md`` §1, plus the choices made here; the limits are
-:data:`features.spec.BOUNDS`, see ``docs/ingest-bounds.md``):
+Rules (``docs/contracts.md`` §1, plus the choices made here; the limits are
+:data:`features.spec.BOUNDS`, see ``docs/ingest.md``, Bounds):
 
 * string fields accept strings (stripped of surrounding whitespace, as
   Python's ``str.strip`` defines it) and integers (turned into their decimal

@@ -1,4 +1,4 @@
-"""Write transaction tables in the formats the system reads (contracts.md §1).
+"""Write transaction tables in the formats the system reads (docs/contracts.md §1).
 
 The format follows the path: ``.csv``, ``.parquet`` or ``.jsonl`` files; any other path is
 a directory that gets Hive date partitions ``DIR/date=YYYY-MM-DD/part-0.parquet``.

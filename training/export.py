@@ -58,7 +58,7 @@ def serving_module(model: Any, tft_output: Any, positive_weight: float) -> tf.Mo
     """A ``tf.Module`` whose ``serve`` function scores raw inputs (TFT graph + network).
 
     ``serve`` is a closure, not a method: a ``tf.function`` method with ``self``
-    fails signature checking in TF 2.21 (``environment.md``).
+    fails signature checking in TF 2.21 (``docs/training.md``).
     """
     module = tf.Module()
     module.model = model

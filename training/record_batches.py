@@ -1,7 +1,7 @@
 """Arrow record batches in the layout TFXIO feeds to TFT.
 
 TFT reads Arrow ``RecordBatch``es through a ``TensorAdapterConfig`` about ten
-times faster than Python dicts (``environment.md``). TFXIO's dense-tensor
+times faster than Python dicts (``docs/benchmarks.md``, Training). TFXIO's dense-tensor
 handler wants every column as a list array of one value per row; the columns
 themselves come from :func:`features.model_inputs.model_input_columns`, the same
 builder the serving paths use.

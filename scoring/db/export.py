@@ -1,6 +1,6 @@
 """Write analysts' decisions as a labels file, to feed them back into training.
 
-Each record has the ``fraud-labels`` fields of ``contracts.md`` §2, with
+Each record has the ``fraud-labels`` fields of ``docs/contracts.md`` §2.2, with
 ``source`` ``"analyst"``. The format follows the extension: ``.jsonl`` or ``.csv``.
 """
 

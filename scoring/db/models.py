@@ -1,4 +1,4 @@
-"""The alerts schema as SQLAlchemy 2.0 typed ORM models (``contracts.md`` §5).
+"""The alerts schema as SQLAlchemy 2.0 typed ORM models (``docs/contracts.md`` §5).
 
 ``alerts`` holds one row per scored transaction at or above the threshold,
 ``alert_reviews`` is the append-only audit of analysts' decisions,

@@ -102,7 +102,7 @@ class ReviewedLabel:
     reviewed_at: datetime
 
     def to_record(self, source: str = "analyst") -> dict[str, Any]:
-        """Return the label in the ``fraud-labels`` format of ``contracts.md`` §2."""
+        """Return the label in the ``fraud-labels`` format of ``docs/contracts.md`` §2.2."""
         return {
             "transaction_id": self.transaction_id,
             "is_fraud": self.is_fraud,

@@ -168,7 +168,7 @@ class Decision(Base):
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
     def to_record(self, source: str = "analyst") -> dict[str, Any]:
-        """The decision in the ``fraud-labels`` record format (``contracts.md`` §2)."""
+        """The decision in the ``fraud-labels`` record format (``docs/contracts.md`` §2.2)."""
         return {
             "transaction_id": self.transaction_id,
             "is_fraud": int(self.status == "confirmed_fraud"),

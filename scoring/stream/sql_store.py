@@ -36,7 +36,7 @@ from scoring.stream.ports import (
     SavedState,
 )
 
-#: The scorer keeps one checkpoint per consumer group (see docs/scoring.md: state store).
+#: One checkpoint per group: the terminal stage's (docs/scoring.md, the state store).
 PARTITION_KEY = "all"
 #: Where the checkpoint before the current one is kept.
 PREVIOUS_KEY = f"{PARTITION_KEY}~previous"

@@ -110,7 +110,7 @@ BAD: list[tuple[dict[str, object], str, str]] = [
     ({"is_fraud": "yes"}, "is_fraud", "must be 0 or 1, got 'yes'"),
     ({"is_fraud": 0.5}, "is_fraud", "must be 0 or 1, got 0.5"),
     ({"is_fraud": DROP}, "is_fraud", "required field is missing"),
-    # The bounds (features.spec.BOUNDS, docs/ingest-bounds.md).
+    # The bounds (features.spec.BOUNDS, docs/ingest.md, Bounds).
     ({"transaction_id": "x" * 256}, "transaction_id", "must be at most 255 characters, got 256"),
     ({"terminal_id": 10**300}, "terminal_id", "must be at most 255 characters, got 301"),
     ({"country": "B" * 65}, "country", "must be at most 64 characters, got 65"),
