@@ -38,8 +38,13 @@ class Health:
     stale_checkpoint_seconds: float = float("inf")
     #: Transactions partitions this scorer owns and scores.
     partitions_owned: list[int] = field(default_factory=list)
-    #: How far (event-time seconds) the terminal stage is behind what the next events need.
+    #: How far (event-time seconds) the terminal stage is behind what the next events need,
+    #: and how far it may trail the stream and stay exact (the label latency; the delay
+    #: for transactions).
     terminal_stage_lag_seconds: float = 0.0
+    terminal_stage_allowed_lag_seconds: float = 0.0
+    #: Partitions whose state was restored from checkpoint rows since the start.
+    partitions_restored: int = 0
     #: Why the scorer waits for the terminal stage, or "" when it does not.
     terminal_stage: str = ""
 
@@ -67,6 +72,8 @@ class Health:
             "partitions_owned": self.partitions_owned,
             "terminal_stage": self.terminal_stage or "ok",
             "terminal_stage_lag_seconds": round(self.terminal_stage_lag_seconds, 3),
+            "terminal_stage_allowed_lag_seconds": self.terminal_stage_allowed_lag_seconds,
+            "partitions_restored": self.partitions_restored,
             "state": self.state or "ok",
             "checkpoint_age_seconds": round(self.checkpoint_age_seconds, 3),
             "checkpoint": "ok" if checkpoint_ok else "stale",

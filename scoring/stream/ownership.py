@@ -132,6 +132,7 @@ class OwnedPartitions:
                     self.store.truncate(key, 0)
                     return self._fresh(key)
                 self.metrics.partitions_restored.inc()
+                self.metrics.health.partitions_restored += 1
                 log.info("restored partition %s[%d] at offset %s", *key, state.next_offset)
                 return state
             return self._fresh(key)

@@ -304,6 +304,9 @@ class Scorer:
             return False
         self.owned.config = config
         self.owned.warm_from(self._history)
+        self.metrics.health.terminal_stage_allowed_lag_seconds = (
+            config.label_latency_minutes * 60.0
+        )
         self._hold(self._warm, "state")
         return not self._stop.is_set()
 
