@@ -230,6 +230,8 @@ class PartitionCheckpoint(Base):
     next_offset: Mapped[int] = mapped_column(BigInteger)
     watermark_us: Mapped[int | None] = mapped_column(BigInteger)
     model_version: Mapped[int | None] = mapped_column(Integer)
+    #: The scorer process that wrote the row (rows of a former owner are refused).
+    owner: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=func.now())
 # The workbench's tables (users, sessions, audit, decisions) share this Base.
 from scoring.db import workbench_models as _workbench_models  # noqa: E402, F401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -201,7 +202,7 @@ class MetricsServer:
 
     def __init__(self, metrics: ScorerMetrics, host: str, port: int) -> None:
         handler = _handler_for(metrics)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = _QuietServer((host, port), handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -214,6 +215,17 @@ class MetricsServer:
         """Stop serving and close the port."""
         self._server.shutdown()
         self._server.server_close()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A scraper that hung up before its answer is not an error worth a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 def _handler_for(metrics: ScorerMetrics) -> type[BaseHTTPRequestHandler]:

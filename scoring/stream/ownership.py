@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -35,7 +36,6 @@ from scoring.stream.ports import (
     Message,
     MessageSource,
     Partition,
-    PartitionRow,
     PartitionStore,
     RowsRejected,
 )
@@ -91,6 +91,8 @@ class OwnedPartitions:
         self._last_started = time.monotonic()
         self._written_at = time.monotonic()
         self._history: pa.Table | None = None
+        #: This scorer's id in the rows it writes (a former owner's rows are refused).
+        self.owner = uuid.uuid4().hex
 
     # -- assignment ---------------------------------------------------------------
 
@@ -190,7 +192,7 @@ class OwnedPartitions:
             key = (self.settings.topic, number)
             state = self._built(key)
             state.next_offset = state.next_offset or 0
-            rows.append(self._encode(state, state.take_changes(), "base", 0))
+            rows.append(state.encode_row(state.take_changes(), "base", 0, None, ""))
         try:
             self.store.write_rows(rows)
             log.info("warmed %d partitions from history", count)
@@ -285,25 +287,17 @@ class OwnedPartitions:
         self._in_flight = _InFlight(changes, rows)
         states, version = self.states, self.model_version
 
+        owner = self.owner
+
         def job(store: PartitionStore) -> None:
             store.write_rows(
                 [
-                    self._encode(states[key], changes[key], rows[key][1], rows[key][0], version)
+                    states[key].encode_row(changes[key], rows[key][1], rows[key][0], version, owner)
                     for key in rows
                 ]
             )
 
         return job, {key: row[2] for key, row in rows.items()}
-
-    @staticmethod
-    def _encode(
-        state: PartitionState,
-        changes: tuple[set[str], set[str]],
-        kind: str,
-        seq: int,
-        model_version: int | None = None,
-    ) -> PartitionRow:
-        return state.encode_row(changes, kind, seq, model_version)
 
     def checkpoint_now(self, keys: list[Partition] | None = None) -> None:
         """Write the dirty partitions' rows in-line (at shutdown, or before a revocation)."""
@@ -318,8 +312,8 @@ class OwnedPartitions:
         rows = []
         for key in targets:
             state = self.states[key]
-            rows.append(self._encode(state, changes[key], state.row_kind(), state.seq + 1,
-                                     self.model_version))
+            rows.append(state.encode_row(changes[key], state.row_kind(), state.seq + 1,
+                                         self.model_version, self.owner))
         try:
             self.store.write_rows(rows)
         except (DependencyDown, RowsRejected):

@@ -43,6 +43,9 @@ class PartitionState:
         self.checkpointed_offset: int | None = None
         self._deltas_since_base = 0
         self._changed_since_base = 0
+        #: The next row must be a base that claims the partition for this scorer (it
+        #: restored the partition from another owner's rows, or starts it).
+        self.claim_due = True
 
     # -- events -----------------------------------------------------------------------
 
@@ -100,7 +103,8 @@ class PartitionState:
     def row_kind(self) -> str:
         """``base`` when due (none yet, many deltas, deltas outgrowing it), else ``delta``."""
         due = (
-            self.seq < 0
+            self.claim_due
+            or self.seq < 0
             or self._deltas_since_base >= MAX_DELTAS_PER_BASE
             or self._changed_since_base > max(len(self.customers.histories), 1)
         )
@@ -112,6 +116,7 @@ class PartitionState:
         kind: str,
         seq: int,
         model_version: int | None = None,
+        owner: str = "",
     ) -> PartitionRow:
         """The checkpoint row of ``changes`` (all customers for a base), sealed."""
         touched, removed = changes
@@ -132,6 +137,8 @@ class PartitionState:
             next_offset=self.next_offset,
             watermark_us=self.watermark_us,
             model_version=model_version,
+            owner=owner,
+            claim=kind == "base" and self.claim_due,
         )
 
     def written(self, seq: int, kind: str, next_offset: int, changed: int) -> None:
@@ -139,6 +146,7 @@ class PartitionState:
         self.seq = seq
         self.checkpointed_offset = next_offset
         if kind == "base":
+            self.claim_due = False
             self._deltas_since_base, self._changed_since_base = 0, 0
         else:
             self._deltas_since_base += 1

@@ -51,6 +51,10 @@ class PartitionRow:
     next_offset: int
     watermark_us: int | None
     model_version: int | None = None
+    #: The scorer that wrote the row (its owner id), and whether the row claims the
+    #: partition for it (the first base after it restored the partition).
+    owner: str = ""
+    claim: bool = False
 
     @property
     def key(self) -> Partition:

@@ -8,6 +8,7 @@ use-previous``), replaying more events, which the idempotent alerts absorb.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from scoring.stream.ports import (
     RowsRejected,
     SavedState,
 )
+
+log = logging.getLogger(__name__)
 
 #: One checkpoint per group: the terminal stage's (docs/scoring.md, the state store).
 PARTITION_KEY = "all"
@@ -188,29 +191,52 @@ class SqlPartitionStore:
         return SqlPartitionStore(make_engine(self._engine.url, poolclass=NullPool), self._group)
 
     def write_rows(self, rows: Sequence[PartitionRow]) -> None:
-        """Append ``rows`` in one transaction; prune what no restore needs any more."""
+        """Append ``rows`` in one transaction; prune what no restore needs any more.
+
+        Each row's ``seq`` is the next of its partition, given here. A row of a
+        scorer that no longer owns the partition (another one claimed it since,
+        with a base of its own) is not written: a scorer frozen past its
+        session timeout cannot bend the state its successor restores.
+        """
         if not rows:
             return
         table = PARTITION_ROWS
         with _classified(), self._sessions.begin() as session:
-            session.execute(
-                insert(table),
-                [
+            for r in rows:
+                mine = (
+                    (table.c.consumer_group == self._group)
+                    & (table.c.topic == r.topic)
+                    & (table.c.partition == r.partition)
+                )
+                last = session.execute(select(func.max(table.c.seq)).where(mine)).scalar()
+                owner = session.execute(
+                    select(table.c.owner)
+                    .where(mine, table.c.kind == "base")
+                    .order_by(table.c.seq.desc())
+                    .limit(1)
+                ).scalar()
+                if not r.claim and owner not in (None, "", r.owner):
+                    log.warning(
+                        "not writing a checkpoint of %s[%d]: another scorer owns it now",
+                        r.topic,
+                        r.partition,
+                    )
+                    continue
+                session.execute(
+                    insert(table),
                     {
                         "consumer_group": self._group,
                         "topic": r.topic,
                         "partition": r.partition,
-                        "seq": r.seq,
+                        "seq": 0 if last is None else int(last) + 1,
                         "kind": r.kind,
                         "state": r.state,
                         "next_offset": r.next_offset,
                         "watermark_us": r.watermark_us,
                         "model_version": r.model_version,
-                    }
-                    for r in rows
-                ],
-            )
-            for r in rows:
+                        "owner": r.owner,
+                    },
+                )
                 if r.kind == "base":
                     self._prune(session, r.topic, r.partition)
 
@@ -259,6 +285,7 @@ class SqlPartitionStore:
                 next_offset=int(r["next_offset"]),
                 watermark_us=r["watermark_us"],
                 model_version=r["model_version"],
+                owner=r["owner"],
             )
             for r in found
         ]

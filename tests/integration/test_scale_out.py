@@ -142,20 +142,38 @@ def _check_exact(postgres_url: str, events: pa.Table, fleet: Fleet) -> None:
     assert worst <= 1e-5, f"largest stream/batch score difference {worst}"
 
 
+def _phases(events: pa.Table, count: int = 3) -> list[pa.Table]:
+    size = -(-events.num_rows // count)
+    return [events.slice(start, size) for start in range(0, events.num_rows, size)]
+
+
+def _feeder(bootstrap: str, topic: str, table: pa.Table) -> threading.Thread:
+    feeder = threading.Thread(target=_produce_slowly, args=(bootstrap, topic, table))
+    feeder.start()
+    return feeder
+
+
+def _alerted_from(postgres_url: str, ids: set[str]) -> bool:
+    return bool(ids & {str(a["transaction_id"]) for a in alerts(postgres_url)})
+
+
 def test_scorers_join_leave_and_die_and_the_stage_restarts_without_losing_exactness(
     kafka_broker, topics, postgres_url, toy_model_dir, tmp_path
 ):
     _prepare(kafka_broker, topics, postgres_url)
-    events = small_bank(days=30, seed=7)  # ~5,400 events, produced over ~25 s
+    events = small_bank(days=30, seed=7)  # ~5,400 events, fed in three phases
+    first, second, third = _phases(events)
+    expected = expected_scores(events, weight=0.5)
+    above = {t for t, s in expected.items() if s >= THRESHOLD + 1e-5}
+    above_second = above & set(second.column("transaction_id").to_pylist())
+    assert above_second, "the second phase has no event above the threshold"
     fleet = Fleet(topics, kafka_broker.bootstrap, postgres_url, toy_model_dir, tmp_path)
-    feeder = threading.Thread(
-        target=_produce_slowly, args=(kafka_broker.bootstrap, topics.transactions, events)
-    )
+    feeders: list[threading.Thread] = []
     try:
         fleet.start_stage()
         fleet.start_scorer("a")
         fleet.start_scorer("b")
-        feeder.start()
+        feeders.append(_feeder(kafka_broker.bootstrap, topics.transactions, first))
         wait_for(lambda: len(alerts(postgres_url)) > 50, 120, "the first alerts")
         wait_for(lambda: all(fleet.owned().values()), 60, "both scorers to own partitions")
 
@@ -166,10 +184,10 @@ def test_scorers_join_leave_and_die_and_the_stage_restarts_without_losing_exactn
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, fleet.logs()[-3000:]
 
-        before = len(alerts(postgres_url))
-        wait_for(lambda: len(alerts(postgres_url)) > before, 60, "progress after a leave")
-        assert feeder.is_alive(), "the stream ended before the scorer was killed"
-        proc, _ = fleet.scorers["b"]  # dies and is not restarted
+        feeders[0].join()
+        feeders.append(_feeder(kafka_broker.bootstrap, topics.transactions, second))
+        wait_for(lambda: _alerted_from(postgres_url, above_second), 90, "progress after a leave")
+        proc, _ = fleet.scorers["b"]  # dies mid-stream and is not restarted
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
@@ -178,18 +196,79 @@ def test_scorers_join_leave_and_die_and_the_stage_restarts_without_losing_exactn
         fleet.stage.wait(10)
         fleet.start_stage()
 
-        feeder.join()
+        feeders[1].join()
+        feeders.append(_feeder(kafka_broker.bootstrap, topics.transactions, third))
+        feeders[2].join()
         wait_for(lambda: sorted(fleet.owned()["c"]) == list(range(PARTITIONS)), 90,
                  "the last scorer to own every partition")
+        wait_for(lambda: above <= {a["transaction_id"] for a in alerts(postgres_url)}, 120,
+                 "every event above the threshold to be alerted")
+    finally:
+        for feeder in feeders:
+            feeder.join()
+        fleet.stop_all()
+    _check_exact(postgres_url, events, fleet)
+
+
+def _owners_of_current_chains(postgres_url: str, group: str) -> dict[int, set[str]]:
+    """Per partition, who wrote the rows a restore would read (from the newest base on)."""
+    from sqlalchemy import text
+
+    with make_engine(postgres_url).connect() as conn:
+        rows = conn.execute(
+            text("SELECT partition, seq, kind, owner FROM partition_checkpoints "
+                 "WHERE consumer_group = :g ORDER BY partition, seq"),
+            {"g": group},
+        ).all()
+    owners: dict[int, set[str]] = {}
+    for partition, _seq, kind, owner in rows:
+        if kind == "base":
+            owners[partition] = set()
+        owners.setdefault(partition, set()).add(owner)
+    return owners
+
+
+def test_a_scorer_frozen_past_its_session_timeout_cannot_bend_its_successors_state(
+    kafka_broker, topics, postgres_url, toy_model_dir, tmp_path
+):
+    """SIGSTOP a scorer mid-stream until the group gives its partitions away, then wake it."""
+    _prepare(kafka_broker, topics, postgres_url)
+    events = small_bank(days=20, seed=11)
+    first, second, third = _phases(events)
+    fleet = Fleet(topics, kafka_broker.bootstrap, postgres_url, toy_model_dir, tmp_path)
+    feeders: list[threading.Thread] = []
+    try:
+        fleet.start_stage()
+        fleet.start_scorer("a")
+        fleet.start_scorer("b")
+        wait_for(lambda: all(fleet.owned().values()), 90, "both scorers to own partitions")
+        feeders.append(_feeder(kafka_broker.bootstrap, topics.transactions, first))
+        wait_for(lambda: len(alerts(postgres_url)) > 20, 120, "the first alerts")
+
+        frozen, _ = fleet.scorers["b"]
+        frozen.send_signal(signal.SIGSTOP)  # mid-stream, with state not yet checkpointed
+        wait_for(lambda: sorted(fleet.owned()["a"]) == list(range(PARTITIONS)), 90,
+                 "the other scorer to take every partition")
+        feeders[0].join()
+        feeders.append(_feeder(kafka_broker.bootstrap, topics.transactions, second))
+        feeders[1].join()
+        frozen.send_signal(signal.SIGCONT)  # wakes up believing it owns its partitions
+        wait_for(lambda: all(fleet.owned().values()), 90, "the woken scorer to rejoin")
+        feeders.append(_feeder(kafka_broker.bootstrap, topics.transactions, third))
+        feeders[2].join()
         expected = expected_scores(events, weight=0.5)
         above = {t for t, s in expected.items() if s >= THRESHOLD + 1e-5}
         wait_for(lambda: above <= {a["transaction_id"] for a in alerts(postgres_url)}, 120,
                  "every event above the threshold to be alerted")
     finally:
-        if feeder.is_alive():
+        if fleet.scorers.get("b") and fleet.scorers["b"][0].poll() is None:
+            fleet.scorers["b"][0].send_signal(signal.SIGCONT)
+        for feeder in feeders:
             feeder.join()
         fleet.stop_all()
     _check_exact(postgres_url, events, fleet)
+    owners = _owners_of_current_chains(postgres_url, topics.group)
+    assert owners and all(len(o) == 1 for o in owners.values()), owners
 
 
 def test_a_stage_held_back_holds_the_scorers_until_it_catches_up(

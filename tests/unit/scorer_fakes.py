@@ -209,16 +209,22 @@ class FakePartitionStore:
     def __init__(self) -> None:
         self.by_partition: dict[Partition, list[PartitionRow]] = {}
         self.writes = 0
+        self.refused: list[PartitionRow] = []
 
     def write_rows(self, rows) -> None:
+        """As the SQL store: the next seq of the partition; a former owner's rows refused."""
+        import dataclasses
+
         self.writes += 1
         for row in rows:
             chain = self.by_partition.setdefault(row.key, [])
-            if any(r.seq == row.seq for r in chain):
-                from scoring.stream.ports import RowsRejected
-
-                raise RowsRejected("duplicate seq")
-            chain.append(row)
+            bases = [r for r in chain if r.kind == "base"]
+            owner = bases[-1].owner if bases else None
+            if not row.claim and owner not in (None, "", row.owner):
+                self.refused.append(row)
+                continue
+            seq = chain[-1].seq + 1 if chain else 0
+            chain.append(dataclasses.replace(row, seq=seq, claim=False))
 
     def rows(self, partition: Partition) -> list[PartitionRow]:
         chain = self.by_partition.get(partition, [])

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("next_offset", sa.BigInteger(), nullable=False),
         sa.Column("watermark_us", sa.BigInteger(), nullable=True),
         sa.Column("model_version", sa.Integer(), nullable=True),
+        sa.Column("owner", sa.String(length=64), nullable=False),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
