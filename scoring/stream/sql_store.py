@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Self
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
@@ -53,8 +54,8 @@ class StoredCheckpoint:
     updated_at: datetime
 
 
-class SqlAlertStore:
-    """Writes alerts idempotently and saves the scorer's state checkpoint atomically."""
+class _GroupStore:
+    """A consumer group's rows in one database, reopenable in a forked child."""
 
     def __init__(self, engine: Engine, consumer_group: str) -> None:
         self._engine = engine
@@ -67,9 +68,13 @@ class SqlAlertStore:
         url = self._engine.url
         return not (url.get_backend_name() == "sqlite" and in_memory(url))
 
-    def reopened(self) -> SqlAlertStore:
+    def reopened(self) -> Self:
         """The same store over new connections (for a forked child: never share a pool)."""
-        return SqlAlertStore(make_engine(self._engine.url, poolclass=NullPool), self._group)
+        return type(self)(make_engine(self._engine.url, poolclass=NullPool), self._group)
+
+
+class SqlAlertStore(_GroupStore):
+    """Writes alerts idempotently and saves the scorer's state checkpoint atomically."""
 
     def write(self, alerts: Sequence[NewAlert], checkpoint: SavedState | None) -> int:
         """Insert alerts (duplicates ignored) and the checkpoint in one transaction.
@@ -167,28 +172,13 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(err).__name__
 
 
-class SqlPartitionStore:
+class SqlPartitionStore(_GroupStore):
     """Each scorer partition's checkpoint rows (table ``partition_checkpoints``).
 
     Rows are appended; writing a base prunes the rows before the *previous*
     base, so the one before the newest base (and its deltas) stays as the way
     back when a newer row turns out unusable (``fraud checkpoint use-previous``).
     """
-
-    def __init__(self, engine: Engine, consumer_group: str) -> None:
-        self._engine = engine
-        self._sessions = make_sessionmaker(engine)
-        self._group = consumer_group
-
-    @property
-    def reopenable(self) -> bool:
-        """False for in-memory SQLite (a new connection would see another database)."""
-        url = self._engine.url
-        return not (url.get_backend_name() == "sqlite" and in_memory(url))
-
-    def reopened(self) -> SqlPartitionStore:
-        """The same store over new connections (for a forked child)."""
-        return SqlPartitionStore(make_engine(self._engine.url, poolclass=NullPool), self._group)
 
     def write_rows(self, rows: Sequence[PartitionRow]) -> None:
         """Append ``rows`` in one transaction; prune what no restore needs any more.
