@@ -168,18 +168,18 @@ def test_checkpoints_are_written_in_the_background_and_their_positions_committed
         f"grpc://127.0.0.1:{model_server.grpc_port}",
     )
     store = SqlPartitionStore(make_engine(sqlite_url), topics.group)
-    key = (topics.transactions, 0)
 
-    def checkpointed_all() -> bool:
-        rows = store.rows(key)
-        return bool(rows) and rows[-1].next_offset == 300
+    def checkpointed() -> dict[tuple[str, int], int]:
+        ends = {key: store.rows(key) for key in store.partitions()}
+        return {key: rows[-1].next_offset for key, rows in ends.items() if rows}
 
     with _stage(topics, endpoints):
         scorer = ScorerThread(topics.settings(threshold=0.0, checkpoint_seconds=0.5), endpoints)
         scorer.start()
         produce(kafka_broker.bootstrap, topics.transactions, first)
         wait_for(lambda: len(alerts(sqlite_url)) == 300, 60, "300 alerts")
-        wait_for(checkpointed_all, 30, "a checkpoint row at the end of the 300 events")
+        wait_for(lambda: sum(checkpointed().values()) == 300, 30,
+                 "checkpoint rows at the end of the 300 events")
         wait_for(
             lambda: sum(_committed(kafka_broker.bootstrap, topics).values()) == 300,
             30,
@@ -187,18 +187,20 @@ def test_checkpoints_are_written_in_the_background_and_their_positions_committed
         )
         assert scorer._thread.is_alive()  # written while the scorer kept running
         assert scorer.process.metrics.checkpoint_seconds._value.get() > 0  # by a forked writer
-        rows = store.rows(key)
-        assert {key: rows[-1].next_offset} == _committed(kafka_broker.bootstrap, topics)
-        restored = PartitionState.restore(key, scorer.process.scorer.owned.config, rows)
-        assert sorted(restored.customers.histories) == sorted(
-            set(first.column("customer_id").to_pylist())
-        )
+        assert checkpointed() == _committed(kafka_broker.bootstrap, topics)
+        restored = set()
+        for key in store.partitions():
+            state = PartitionState.restore(key, scorer.process.scorer.owned.config, store.rows(key))
+            restored |= set(state.customers.histories)
+        assert restored == set(first.column("customer_id").to_pylist())
 
         produce(kafka_broker.bootstrap, topics.transactions, bank.slice(300, 100))
         wait_for(lambda: len(alerts(sqlite_url)) == 400, 60, "alerts of later events")
         scorer.process.scorer.stop()
         scorer.join()
-    assert len(store.all_rows(key)) >= 2 and store.all_rows(key)[-1].kind in ("base", "delta")
+    chains = [store.all_rows(key) for key in store.partitions()]
+    assert sum(len(chain) for chain in chains) > len(chains)  # deltas after the bases
+    assert all(chain[-1].kind in ("base", "delta") for chain in chains)
 
 
 def _committed(bootstrap: str, topics: Topics) -> dict[tuple[str, int], int]:
