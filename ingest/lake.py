@@ -349,13 +349,13 @@ def recover_compactions(root: Path) -> int:
     """Finish or undo compactions a crash interrupted; return how many there were.
 
     A merged file in place: delete the files it replaced. Not in place yet:
-    delete its temporary file. Then the manifest. Needs the lake's lock.
+    delete its temporary file. Then the manifest. A merged file written before
+    its manifest is deleted too. Needs the lake's lock.
     """
-    directory = root / COMPACTIONS
-    if not directory.is_dir():
-        return 0
     count = 0
-    for manifest in sorted(directory.iterdir()):
+    directory = root / COMPACTIONS
+    manifests = sorted(directory.iterdir()) if directory.is_dir() else []
+    for manifest in manifests:
         if manifest.name.startswith("."):
             manifest.unlink()  # a manifest write cut short: nothing was renamed
             continue
@@ -369,6 +369,11 @@ def recover_compactions(root: Path) -> int:
         _fsync_dir(folder)
         manifest.unlink()
         count += 1
+    for kind in (TRANSACTIONS, LABELS):  # merged files never recorded in a manifest
+        if (root / kind).is_dir():
+            for stray in (root / kind).glob("date=*/.compacted.*.tmp"):
+                stray.unlink()
+                count += 1
     return count
 
 
