@@ -111,7 +111,7 @@ def sharded_replay(
             for shard in range(shards):
                 rows = np.flatnonzero(shard_of_row == shard)
                 part = table.select(cols).take(pa.array(rows))
-                extra = ()
+                extra: tuple[pa.Table, ...] = ()
                 if shard_of_label is not None and labels is not None:
                     extra = (labels.take(pa.array(np.flatnonzero(shard_of_label == shard))),)
                 jobs.append((func, rows, pool.submit(func, config, part, times[rows], *extra)))
