@@ -153,3 +153,49 @@ def test_the_publisher_key_and_partition_are_those_of_the_transaction():
     assert record["labelled_at"] == at
     assert label_of(decision) == (key, value)  # deterministic: a retry is the same message
     assert partition_for("tx-9", [0, 1, 2]) == partition_for("tx-9", [2, 0, 1])
+
+
+def test_realistic_produce_sends_each_label_once_the_stream_reaches_its_time(bank, monkeypatch):
+    """Each label after every transaction at or before its labelled_at, before any later one."""
+    import json
+
+    from ingest import producer as module
+    from ingest.kafka_io import KafkaSettings
+
+    result, labels = bank
+    sent: list[tuple[str, bytes]] = []
+
+    class Future:
+        def add_errback(self, _):
+            return self
+
+    class Producer:
+        def send(self, topic, key=None, value=None):
+            sent.append((topic, value))
+            return Future()
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(module, "check_reachable", lambda *_: None)
+    monkeypatch.setattr(module, "ensure_topics", lambda *_: [])
+    monkeypatch.setattr(module, "make_producer", lambda *a, **k: Producer())
+    table = result.table.drop_columns(["is_fraud"])
+    out = module.publish(table, KafkaSettings("x:1"), module.ProduceOptions(
+        labels_topic="fraud-labels", chunk_rows=700), labels=labels)
+    assert out.sent == table.num_rows and out.labels_sent == labels.num_rows
+    stream_time = ""
+    last_label = ""
+    for topic, value in sent:
+        record = json.loads(value)
+        if topic == "transactions":
+            assert not last_label or record["timestamp"] > last_label  # later ones after it
+            stream_time = record["timestamp"]
+        else:
+            assert record["labelled_at"] >= stream_time  # the stream reached it ...
+            assert record["labelled_at"] >= last_label  # ... in labelled_at order
+            last_label = record["labelled_at"]
+            assert record["source"] in ("chargeback", "analyst")
