@@ -156,7 +156,10 @@ def test_with_delayed_labels_stream_features_and_scores_equal_the_batch_path(
 def test_archive_with_compaction_gives_back_the_published_lake(kafka_broker, unique_topic,
                                                                tmp_path):
     bank = tmp_path / "bank"
-    simulate_to(BANK, bank, label_protocol="realistic")
+    figures = json.loads(fraud("simulate", "--out", str(bank), "--customers", "150",
+                               "--terminals", "100", "--days", "30", "--seed", "5",
+                               "--label-protocol", "realistic"))
+    assert figures["format"] == "lake" and figures["chargeback_delay_days"]["median"] > 5
     original = read_transactions(bank, labelled=True)
     tx_topic, labels_topic = unique_topic("tx"), unique_topic("labels")
     fraud("produce", "--input", str(bank), "--bootstrap-servers", kafka_broker.bootstrap,
