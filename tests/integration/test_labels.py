@@ -140,9 +140,8 @@ def test_with_delayed_labels_stream_features_and_scores_equal_the_batch_path(
         got = np.array([streamed[t]["features"][name] for t in ids], dtype=np.float64)
         worst_feature = max(worst_feature, float(np.max(np.abs(got - expected))))
         bad = np.flatnonzero(np.abs(got - expected) > 1e-5)
-        assert bad.size == 0, (name, bad[:5], got[bad[:5]], expected[bad[:5]],
-                               [ids[i] for i in bad[:5]], bad.size, int((expected > 0).sum()),
-                               int((got > 0).sum()), bad[-5:], stage.process.stage.summary)
+        assert bad.size == 0, (name, bad.size, [ids[i] for i in bad[:5]], got[bad[:5]],
+                               expected[bad[:5]])
     worst_score = max(abs(streamed[t]["score"] - float(s)) for t, s in zip(ids, scores,
                                                                            strict=True))
     assert worst_feature <= 1e-5 and worst_score <= 1e-5, (worst_feature, worst_score)
