@@ -138,6 +138,34 @@ class BehaviourState:
             times,
         )
 
+    def _update_with_labels(self, table: pa.Table, times: np.ndarray, labels: pa.Table) -> pa.Table:
+        """:meth:`_update` without the rows' labels; ``labels`` applied when they count."""
+        times_list = times.tolist()
+        customer = self.customers.update_and_read(
+            table.column(spec.CUSTOMER_ID).to_pylist(),
+            times_list,
+            table.column(spec.AMOUNT).to_pylist(),
+            table.column(spec.TERMINAL_ID).to_pylist(),
+            table.column(spec.MERCHANT_CATEGORY).to_pylist(),
+            table.column(spec.TRANSACTION_ID).to_pylist(),
+        )
+        terminal = replay_terminals(
+            self.terminals,
+            table.column(spec.TERMINAL_ID).to_pylist(),
+            times_list,
+            table.column(spec.TRANSACTION_ID).to_pylist(),
+            labels,
+        )
+        if len(times):
+            self._advance(int(times.max()))
+        return assemble_features(
+            self.customers.feature_names(),
+            customer,
+            self.terminals.feature_names(),
+            terminal,
+            times,
+        )
+
     def repeats(self, transactions: pa.Table) -> np.ndarray:
         """Mask of the rows repeating a transaction in state or earlier in ``transactions``.
 
@@ -244,6 +272,60 @@ def labelled_us(table: pa.Table, times_us: np.ndarray) -> np.ndarray:
     return np.where(known == 0, times_us, known)
 
 
+def replay_terminals(
+    store: TerminalStore,
+    terminals: list[str],
+    times_us: list[int],
+    transaction_ids: list[str],
+    labels: pa.Table,
+) -> np.ndarray:
+    """Batch replay of time-sorted transactions with labels apart, as the live stage sees them.
+
+    The transactions are added without labels (:meth:`TerminalStore.update_and_read`
+    with ``frauds=None``); each label goes through :meth:`TerminalStore.apply_labels`,
+    in ``labelled_at`` order (ties: table order), just before the first
+    transaction at or after the moment it counts from (``labelled_at`` plus the
+    label latency). A label only changes features from that moment, and the
+    store keeps one fraud period per transaction whatever the order of
+    transactions and labels between two reads, so this gives the features of
+    the live terminal stage, which applies each label whenever it reads it
+    (before a scorer may need it; docs/scale-out.md).
+    """
+    width = 2 * len(store.windows_us) + 1
+    if labels.num_rows == 0:
+        return store.update_and_read(terminals, times_us, transaction_ids, None)
+    label_times = to_epoch_us(labels.column(spec.TIMESTAMP))
+    known = labelled_us(labels, label_times)
+    order = np.argsort(known, kind="stable")
+    known, label_times = known[order], label_times[order]
+    picked = pa.array(order)
+    label_ids = labels.column(spec.TRANSACTION_ID).take(picked).to_pylist()
+    label_terminals = labels.column(spec.TERMINAL_ID).take(picked).to_pylist()
+    label_values = labels.column(spec.LABEL_KEY).take(picked).to_pylist()
+    # Labels known from ``known + latency`` on go before the first row at or after it.
+    positions = np.searchsorted(np.asarray(times_us, dtype=np.int64),
+                                known + store.label_latency_us, side="left")
+    bounds = [*np.flatnonzero(np.diff(positions, prepend=-1)).tolist(), len(positions)]
+    parts: list[np.ndarray] = []
+    done = 0
+    for g in range(len(bounds) - 1):
+        lo, hi = bounds[g], bounds[g + 1]
+        at = int(positions[lo])
+        if at > done:
+            parts.append(store.update_and_read(terminals[done:at], times_us[done:at],
+                                               transaction_ids[done:at], None))
+            done = at
+        store.apply_labels(label_ids[lo:hi], label_terminals[lo:hi],
+                           label_times[lo:hi].tolist(), label_values[lo:hi],
+                           known[lo:hi].tolist())
+    if done < len(times_us):
+        parts.append(store.update_and_read(terminals[done:], times_us[done:],
+                                           transaction_ids[done:], None))
+    if not parts:
+        return np.zeros((0, width), dtype=np.float64)
+    return np.concatenate(parts)
+
+
 def assemble_features(
     customer_names: list[str],
     customer: np.ndarray,
@@ -269,15 +351,21 @@ def compute_features(
     config: BehaviourConfig | None = None,
     *,
     workers: int | None = None,
+    labels: pa.Table | None = None,
 ) -> pa.Table:
     """Batch path: replay a labelled table through fresh state, in event-time order.
 
     Rows are replayed sorted stably by timestamp (the order ``fraud produce``
-    publishes them), each row's ``is_fraud`` stored as its label; the result is
-    aligned row for row with the input. Customer and terminal state are
-    independent, so large tables are split into key shards replayed in
-    ``workers`` processes (default: one per CPU) — each shard runs the same
-    per-event code as the live scorer, on the same events in the same order.
+    publishes them), each row's ``is_fraud`` stored as its label, known from
+    its ``labelled_at`` (default: the transaction's time). With ``labels``
+    (every label with its ``labelled_at``, as a lake or a labels file keeps
+    them; several per transaction allowed) the rows' own labels are ignored
+    and each label is applied as the live terminal stage applies it
+    (:func:`replay_terminals`). The result is aligned row for row with the
+    input. Customer and terminal state are independent, so large tables are
+    split into key shards replayed in ``workers`` processes (default: one per
+    CPU) — each shard runs the same per-event code as the live scorer, on the
+    same events in the same order.
     """
     config = config or BehaviourConfig()
     times = to_epoch_us(transactions.column(spec.TIMESTAMP))
@@ -286,9 +374,13 @@ def compute_features(
         transactions, times = transactions.take(pa.array(order)), times[order]
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or transactions.num_rows < _PARALLEL_MIN_ROWS:
-        features = BehaviourState(config)._update(transactions, times, with_labels=True)
+        state = BehaviourState(config)
+        if labels is None:
+            features = state._update(transactions, times, with_labels=True)
+        else:
+            features = state._update_with_labels(transactions, times, labels)
     else:
-        features = sharded_replay(transactions, times, config, workers)
+        features = sharded_replay(transactions, times, config, workers, labels)
     if np.array_equal(order, np.arange(len(order))):
         return features
     inverse = np.empty_like(order)

@@ -23,9 +23,17 @@ if TYPE_CHECKING:
     from features.behaviour import BehaviourConfig
 
 
-def _shard_ids(keys: pa.ChunkedArray, shards: int) -> np.ndarray:
-    codes = pc.dictionary_encode(keys).combine_chunks().indices
-    return np.asarray(codes.to_numpy(zero_copy_only=False)) % shards
+def _shard_ids(
+    keys: pa.ChunkedArray, shards: int, labels: pa.Table | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each row's shard, and each label's (by its terminal; -1: a terminal of no row)."""
+    encoded = pc.dictionary_encode(keys).combine_chunks()
+    rows = np.asarray(encoded.indices.to_numpy(zero_copy_only=False)) % shards
+    if labels is None:
+        return rows, None
+    codes = pc.index_in(labels.column(spec.TERMINAL_ID), value_set=encoded.dictionary)
+    found = np.asarray(codes.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return rows, np.where(found >= 0, found % shards, -1)
 
 
 def _customer_shard(config: BehaviourConfig, table: pa.Table, times: np.ndarray) -> np.ndarray:
@@ -40,9 +48,19 @@ def _customer_shard(config: BehaviourConfig, table: pa.Table, times: np.ndarray)
     )
 
 
-def _terminal_shard(config: BehaviourConfig, table: pa.Table, times: np.ndarray) -> np.ndarray:
-    from features.behaviour import labelled_us, terminal_store
+def _terminal_shard(
+    config: BehaviourConfig, table: pa.Table, times: np.ndarray, labels: pa.Table | None = None
+) -> np.ndarray:
+    from features.behaviour import labelled_us, replay_terminals, terminal_store
 
+    if labels is not None:
+        return replay_terminals(
+            terminal_store(config),
+            table.column(spec.TERMINAL_ID).to_pylist(),
+            times.tolist(),
+            table.column(spec.TRANSACTION_ID).to_pylist(),
+            labels,
+        )
     return terminal_store(config).update_and_read(
         table.column(spec.TERMINAL_ID).to_pylist(),
         times.tolist(),
@@ -53,9 +71,17 @@ def _terminal_shard(config: BehaviourConfig, table: pa.Table, times: np.ndarray)
 
 
 def sharded_replay(
-    table: pa.Table, times: np.ndarray, config: BehaviourConfig, workers: int
+    table: pa.Table,
+    times: np.ndarray,
+    config: BehaviourConfig,
+    workers: int,
+    labels: pa.Table | None = None,
 ) -> pa.Table:
-    """Replay a time-sorted labelled table over key shards in ``workers`` processes."""
+    """Replay a time-sorted labelled table over key shards in ``workers`` processes.
+
+    ``labels`` (labels apart, see :func:`features.behaviour.compute_features`)
+    go to the shard of their terminal.
+    """
     from features.behaviour import assemble_features
 
     customer_cols = [
@@ -65,9 +91,11 @@ def sharded_replay(
         spec.MERCHANT_CATEGORY,
         spec.TRANSACTION_ID,
     ]
-    terminal_cols = [spec.TERMINAL_ID, spec.TRANSACTION_ID, spec.LABEL_KEY]
-    if spec.LABELLED_AT in table.column_names:
-        terminal_cols.append(spec.LABELLED_AT)
+    terminal_cols = [spec.TERMINAL_ID, spec.TRANSACTION_ID]
+    if labels is None:
+        terminal_cols.append(spec.LABEL_KEY)
+        if spec.LABELLED_AT in table.column_names:
+            terminal_cols.append(spec.LABELLED_AT)
     # Customers cost ~3x terminals per event: give them more shards.
     plans = [
         (_customer_shard, customer_cols, spec.CUSTOMER_ID, 2 * workers),
@@ -78,11 +106,15 @@ def sharded_replay(
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         jobs = []
         for func, cols, key, shards in plans:
-            shard_of_row = _shard_ids(table.column(key), shards)
+            shard_of_row, shard_of_label = _shard_ids(table.column(key), shards, labels
+                                                      if func is _terminal_shard else None)
             for shard in range(shards):
                 rows = np.flatnonzero(shard_of_row == shard)
                 part = table.select(cols).take(pa.array(rows))
-                jobs.append((func, rows, pool.submit(func, config, part, times[rows])))
+                extra: tuple[pa.Table, ...] = ()
+                if shard_of_label is not None and labels is not None:
+                    extra = (labels.take(pa.array(np.flatnonzero(shard_of_label == shard))),)
+                jobs.append((func, rows, pool.submit(func, config, part, times[rows], *extra)))
         results: dict[object, np.ndarray] = {}
         for func, rows, future in jobs:
             values = future.result()

@@ -103,15 +103,28 @@ class TerminalHistory:
 def labelled_period(
     fraud_from: int, fraud_until: int, is_fraud: int, known_us: int
 ) -> tuple[int, int]:
-    """The fraud period after a label known at ``known_us`` (the latest known label wins)."""
+    """The fraud period after a label known at ``known_us`` (the latest known label wins).
+
+    Labels arriving in ``labelled_at`` order give the rule exactly. A label
+    arriving after a newer one (a publisher's retry, a late partition) does
+    not undo it: a fraud label older than the genuine one that ended the
+    period only moves the period's start back, a genuine label older than an
+    open period's start is ignored, so a repeated label changes nothing.
+    """
     if is_fraud:
-        if fraud_from == NEVER or fraud_until != NEVER:
+        if fraud_from == NEVER or known_us >= fraud_until:
             return known_us, NEVER  # fraud from now on (a finished period is replaced)
-        return min(fraud_from, known_us), NEVER
-    if fraud_from == NEVER or fraud_until != NEVER:
-        return fraud_from, fraud_until  # genuine already, or its period already ended
-    if known_us <= fraud_from:
-        return NEVER, NEVER  # the genuine label is known before the fraud one took effect
+        return min(fraud_from, known_us), fraud_until
+    if fraud_from == NEVER:
+        return NEVER, NEVER  # genuine already
+    if fraud_until != NEVER:
+        if fraud_from < known_us < fraud_until:
+            return fraud_from, known_us  # an earlier genuine label, arriving late
+        return fraud_from, fraud_until
+    if known_us == fraud_from:
+        return NEVER, NEVER  # known with the fraud label, after it: the genuine one wins
+    if known_us < fraud_from:
+        return fraud_from, fraud_until  # older than the fraud label: the fraud one wins
     return fraud_from, known_us
 
 

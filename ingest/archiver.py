@@ -58,6 +58,12 @@ class ArchiveConfig:
     exit_when_idle: float | None = None
     #: How long to wait for the topics to exist at start.
     topic_wait_seconds: float = 30.0
+    #: How often to look for partitions added to the topics while running.
+    partition_check_seconds: float = 10.0
+    #: Compact the lake's small files this often (None: never; ``fraud archive compact``).
+    compact_seconds: float | None = None
+    #: A date partition is compacted once it holds this many small files.
+    compact_min_files: int = 8
 
 
 @dataclass
@@ -70,6 +76,10 @@ class ArchiveStats:
     batches: int = 0
     files: int = 0
     resumed_from: dict[str, int] = field(default_factory=dict)
+    #: Partitions found added to a topic while running ("topic-partition").
+    partitions_added: list[str] = field(default_factory=list)
+    compactions: int = 0
+    files_compacted: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain figures for the command's last line."""
@@ -97,6 +107,7 @@ class Archiver:
         self._pending: dict[Any, _Pending] = {}
         #: Partitions resumed from the lake, until their first message: the offset expected.
         self._resumed: dict[Any, int] = {}
+        self._assigned: list[Any] = []
 
     # --- start and stop -----------------------------------------------------
 
@@ -106,13 +117,23 @@ class Archiver:
         self._lock()
         from kafka import TopicPartition
 
+        lake.recover_compactions(self.config.out)
         self._consumer = make_consumer(self.settings, None, max_poll_records=5_000)
         partitions = []
         for topic in self._topics():
             for p in sorted(self._wait_for_partitions(topic)):
                 partitions.append(TopicPartition(topic, p))
-        self._consumer.assign(partitions)
-        for tp in partitions:
+        self._assign(partitions)
+
+    def _assign(self, added: list[Any]) -> None:
+        """Add partitions to the assignment, each resumed after the lake's last offset.
+
+        The partitions assigned before keep their positions (kafka-python keeps
+        the state of a partition present in the old and the new assignment).
+        """
+        self._assigned.extend(added)
+        self._consumer.assign(list(self._assigned))
+        for tp in added:
             last = lake.recover(self.config.out, tp.topic, tp.partition)
             if last is None:
                 self._consumer.seek_to_beginning(tp)
@@ -120,6 +141,39 @@ class Archiver:
                 self._consumer.seek(tp, last + 1)
                 self._resumed[tp] = last + 1
                 self.stats.resumed_from[f"{tp.topic}-{tp.partition}"] = last + 1
+
+    def check_partitions(self) -> list[Any]:
+        """Assign the partitions added to the topics since the last look; return them.
+
+        A topic's partitions can grow (``kafka-topics --alter``, the admin
+        API's ``create_partitions``); producers start writing to the new ones
+        at once, so the archiver picks them up while it runs, from their
+        first offset (or after the lake's last, for one archived before).
+        """
+        from kafka import TopicPartition
+
+        self._consumer.topics()  # refreshes the metadata
+        known = set(self._assigned)
+        added = []
+        for topic in self._topics():
+            for p in sorted(self._consumer.partitions_for_topic(topic) or ()):
+                tp = TopicPartition(topic, p)
+                if tp not in known:
+                    added.append(tp)
+        if added:
+            self._assign(added)
+            self.stats.partitions_added += [f"{tp.topic}-{tp.partition}" for tp in added]
+            self.say(f"new partitions: {', '.join(self.stats.partitions_added[-len(added):])}")
+        return added
+
+    def compact(self) -> lake.CompactStats:
+        """Compact the lake's small files now (the archiver holds the lake's lock)."""
+        done = lake.compact(self.config.out, min_files=self.config.compact_min_files)
+        if done.files_merged:
+            self.stats.compactions += done.partitions
+            self.stats.files_compacted += done.files_merged
+            self.say(f"compacted {done.files_merged} files into {done.files_written}")
+        return done
 
     def close(self) -> None:
         """Close the consumer and release the lock."""
@@ -142,14 +196,7 @@ class Archiver:
         self.close()
 
     def _lock(self) -> None:
-        fd = os.open(self.config.out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise InputError(
-                f"{self.config.out}: another fraud archive is writing this lake") from None
-        self._lock_fd = fd
+        self._lock_fd = lock_lake(self.config.out)
 
     def _topics(self) -> list[str]:
         topics = [self.config.topic]
@@ -173,10 +220,18 @@ class Archiver:
 
     def run(self) -> ArchiveStats:
         """Archive until :attr:`stop` is set or the topics stay idle long enough."""
-        idle_since = time.monotonic()
+        idle_since = checked = compacted = time.monotonic()
         while not self.stop.is_set():
             polled = self._consumer.poll(timeout_ms=500)
             now = time.monotonic()
+            if now - checked >= self.config.partition_check_seconds:
+                if self.check_partitions():
+                    idle_since = now
+                checked = now
+            every = self.config.compact_seconds
+            if every is not None and now - compacted >= every:
+                self.compact()
+                compacted = now
             for tp, messages in polled.items():
                 self._check_resumed(tp, messages[0].offset)
                 pending = self._pending.setdefault(tp, _Pending())
@@ -252,6 +307,17 @@ class Archiver:
     def _labels(messages: list[Any], rejected: list[dict[str, Any]]) -> pa.Table:
         now_ms = int(time.time() * 1000)
         return lake.labels_table(_decode_each(messages, decode_label, rejected, now_ms))
+
+
+def lock_lake(root: Path) -> int:
+    """Take the lake's lock (one writer: an archiver or a compaction); its file descriptor."""
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InputError(f"{root}: another fraud archive is writing this lake") from None
+    return fd
 
 
 def _decode_each(

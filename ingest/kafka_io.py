@@ -285,6 +285,19 @@ def encode_labels(table: pa.Table, *, source: str) -> list[tuple[bytes, bytes]]:
     return list(zip(_utf8_list(table[TRANSACTION_ID]), values, strict=True))
 
 
+def encode_label_table(labels: pa.Table) -> list[tuple[bytes, bytes]]:
+    """Label messages for a table of labels apart (``ingest.lake.LABELS_SCHEMA``).
+
+    Each keeps its own ``labelled_at`` and ``source``; key: the transaction id.
+    """
+    fields = [(name, labels[name]) for name in LABEL_FIELDS]
+    values = _json_objects(fields)
+    if values is None:
+        return [encode_label(r, labelled_at=r[LABELLED_AT], source=r[LABEL_SOURCE])
+                for r in labels.to_pylist()]
+    return list(zip(_utf8_list(labels[TRANSACTION_ID]), values, strict=True))
+
+
 def _utf8_list(column: pa.ChunkedArray | pa.Array) -> list[bytes]:
     return pc.cast(column, pa.binary()).to_pylist()
 

@@ -11,6 +11,12 @@ Each record is validated like a message of the labels topic, with the same
 bounds (``docs/ingest.md``, Bounds); a bad one stops the job with the file, the
 line and the field. When a transaction was decided
 more than once, the latest decision (``labelled_at``, then file order) wins.
+
+For point-in-time features and targets, :func:`label_history` merges the
+decisions with the labels the input already carries (a lake's, each with its
+``labelled_at``; a labelled file's, known with their transactions) into one
+history: the latest label known wins from when it is known, an analyst's
+decision and a chargeback alike (docs/labels.md).
 """
 
 from __future__ import annotations
@@ -23,11 +29,20 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.errors import InputError
-from features.spec import LABEL_KEY, LABELLED_AT, TRANSACTION_ID
+from features.spec import (
+    CUSTOMER_ID,
+    LABEL_KEY,
+    LABEL_SOURCE,
+    LABELLED_AT,
+    TERMINAL_ID,
+    TIMESTAMP,
+    TRANSACTION_ID,
+)
 from ingest.kafka_io import label_record
-from ingest.lake import labels_of
+from ingest.lake import LABELS_SCHEMA, join_labels, known_by, labels_of, labels_table, sort_labels
 from ingest.validation import ValidationError, guarded, parse_json_object
 
 SUFFIXES = (".jsonl", ".csv")
@@ -42,6 +57,8 @@ class LabelFiles:
     #: Records read, every decision counted (a transaction decided twice counts twice).
     records: int
     files: tuple[str, ...]
+    #: Every record, in file order, as a table of ``ingest.lake.LABELS_SCHEMA``.
+    table: pa.Table | None = None
 
 
 @dataclass(frozen=True)
@@ -80,15 +97,49 @@ def read_label_files(paths: Sequence[Path]) -> LabelFiles:
     """
     check_label_files(paths)
     decisions: list[tuple[float, int, str, int]] = []
+    records: list[dict[str, object]] = []
     for path in paths:
         for where, raw in _raw_records(path):
             record = guarded(where, label_record, raw, where)
             order = len(decisions)
             decisions.append((record[LABELLED_AT].timestamp(), order,
                               record[TRANSACTION_ID], record[LABEL_KEY]))
+            records.append(record)
     decisions.sort()
     latest = {transaction_id: label for _, _, transaction_id, label in decisions}
-    return LabelFiles(latest, len(decisions), tuple(str(p) for p in paths))
+    return LabelFiles(latest, len(decisions), tuple(str(p) for p in paths),
+                      labels_table(records))
+
+
+def own_labels(table: pa.Table) -> pa.Table:
+    """The frauds of a labelled table as labels known with their transactions (Handbook).
+
+    Genuine rows need none: a transaction without a label is genuine.
+    """
+    frauds = table.filter(pc.equal(table.column(LABEL_KEY), 1))
+    n = frauds.num_rows
+    columns = {name: frauds.column(name) for name in
+               (TRANSACTION_ID, LABEL_KEY, TIMESTAMP, CUSTOMER_ID, TERMINAL_ID)}
+    columns[LABELLED_AT] = frauds.column(TIMESTAMP)
+    columns[LABEL_SOURCE] = pa.array(["input"] * n, pa.string())
+    return pa.table({f.name: columns[f.name].cast(f.type) for f in LABELS_SCHEMA},
+                    schema=LABELS_SCHEMA)
+
+
+def label_history(
+    table: pa.Table, labels: pa.Table | None, files: LabelFiles, known_before_us: int | None
+) -> pa.Table:
+    """Every label of ``table``'s rows with its time: the input's and the files', in time order.
+
+    ``labels``: the labels the input keeps apart (a lake's), or None when each
+    row's ``is_fraud`` is its label (known with the transaction). Only labels
+    known before ``known_before_us`` (µs; None: all) are kept. Ties in
+    ``labelled_at`` put the input's labels first, then the files' in file order.
+    """
+    own = labels if labels is not None else own_labels(table)
+    decided = files.table if files.table is not None else LABELS_SCHEMA.empty_table()
+    merged = pa.concat_tables([own.select(LABELS_SCHEMA.names).cast(LABELS_SCHEMA), decided])
+    return sort_labels(known_by(merged, known_before_us))
 
 
 def _raw_records(path: Path) -> list[tuple[str, Mapping[str, object]]]:
@@ -131,11 +182,31 @@ def _csv_records(path: Path, data: bytes) -> list[tuple[str, Mapping[str, object
     return records
 
 
-def apply_label_files(table: pa.Table, files: LabelFiles) -> tuple[pa.Table, LabelsApplied]:
-    """``table`` with its ``is_fraud`` replaced by the files' decision wherever there is one."""
+def apply_label_files(
+    table: pa.Table, files: LabelFiles, history: pa.Table | None = None
+) -> tuple[pa.Table, LabelsApplied]:
+    """``table`` with its ``is_fraud`` replaced by the files' decision wherever there is one.
+
+    With ``history`` (:func:`label_history`), each row's label is instead the
+    latest label known in it, and ``labelled_at`` when that became known.
+    """
     old = np.asarray(table.column(LABEL_KEY).to_numpy(zero_copy_only=False), dtype=np.int64)
     new = labels_of(table, files.labels, missing=-1)
     decided = new >= 0
+    if history is not None:
+        bare = table.drop_columns([c for c in (LABEL_KEY, LABELLED_AT) if c in table.column_names])
+        joined = join_labels(bare, history)
+        known = np.asarray(joined.column(LABEL_KEY).to_numpy(zero_copy_only=False), np.int64)
+        changed = decided & (known != old)
+        applied = LabelsApplied(
+            labelled=len(files.labels),
+            matched=len(set(table.column(TRANSACTION_ID).filter(pa.array(decided)).to_pylist())),
+            to_fraud=int((changed & (known == 1)).sum()),
+            to_genuine=int((changed & (known == 0)).sum()),
+        )
+        joined = joined.set_column(joined.schema.get_field_index(LABEL_KEY), LABEL_KEY,
+                                   joined.column(LABEL_KEY).cast(table.schema.field(LABEL_KEY).type))
+        return joined.select(list(dict.fromkeys([*table.column_names, LABELLED_AT]))), applied
     updated = np.where(decided, new, old)
     matched = len(set(table.column(TRANSACTION_ID).filter(pa.array(decided)).to_pylist()))
     changed = decided & (updated != old)

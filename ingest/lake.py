@@ -9,6 +9,7 @@ Layout (``LAKE/``)::
     _rejected/<batch>.jsonl                      records that failed validation,
                                                  with the reason (nothing lost)
     _commits/<topic>-<partition>/<first>-<last>.json   one marker per batch
+    _compactions/<id>.json                       a compaction under way (see compact)
 
 A batch is a run of consecutive offsets ``first..last`` of one topic
 partition, named ``<topic>-<partition>-<first>-<last>``. Its files are written
@@ -19,9 +20,16 @@ two) and resumes each partition after its last committed offset, so every
 record ends up in the lake exactly once.
 
 Reading a lake (``ingest.readers.read_transactions``) joins each transaction
-with its latest label (``labelled_at``); a transaction without a label is
+with the latest label known (by ``labelled_at``, optionally only those known by
+a cutoff: :func:`join_labels`) and also hands every label over with its time,
+so that the behavioural features apply each from when it was known, as the
+live terminal stage does (docs/labels.md); a transaction without a label is
 genuine, as in a bank where no chargeback and no analyst decision means no
 known fraud.
+
+``fraud simulate --label-protocol realistic`` writes the same layout (without
+commit markers: files named ``part-0.parquet``); ``fraud archive compact``
+(:func:`compact`) merges a date partition's small files (see there).
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -49,6 +59,9 @@ TRANSACTIONS = "transactions"
 LABELS = "labels"
 REJECTED = "_rejected"
 COMMITS = "_commits"
+COMPACTIONS = "_compactions"
+#: Name of the files ``fraud simulate --label-protocol realistic`` writes (one per day).
+SIMULATED_FILE = "part-0.parquet"
 LAYOUT_VERSION = 1
 _BATCH_NAME = re.compile(r"^(?P<source>.+)-(?P<first>\d+)-(?P<last>\d+)$")
 
@@ -170,15 +183,49 @@ def labels_table(records: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.table(columns, schema=LABELS_SCHEMA)
 
 
-def latest_labels(table: pa.Table) -> dict[str, int]:
-    """Transaction id -> its latest label (by ``labelled_at``; ties: the later row)."""
+def sort_labels(table: pa.Table) -> pa.Table:
+    """Labels in ``labelled_at`` order, stably (ties keep their order): the order they apply in."""
     if table.num_rows == 0:
-        return {}
-    order = pc.sort_indices(table, sort_keys=[("labelled_at", "ascending")])
-    ordered = table.take(order)
+        return table
+    return table.take(pc.sort_indices(table, sort_keys=[(spec.LABELLED_AT, "ascending")]))
+
+
+def known_by(labels: pa.Table, cutoff_us: int | None) -> pa.Table:
+    """The labels known before ``cutoff_us`` (µs; None: all of them)."""
+    if cutoff_us is None or labels.num_rows == 0:
+        return labels
+    cutoff = pa.scalar(cutoff_us, pa.timestamp("us", tz="UTC"))
+    return labels.filter(pc.less(labels.column(spec.LABELLED_AT), cutoff))
+
+
+def label_periods(labels: pa.Table) -> dict[str, tuple[int, int]]:
+    """Transaction id -> its fraud period ``(fraud_from, fraud_until)`` after all of ``labels``.
+
+    The rule of :mod:`features.terminal_state` (the latest label known wins
+    from when it is known, one fraud period per transaction), applied in
+    ``labelled_at`` order (ties: table order) with no latency: a transaction
+    is fraud at the end when its period is still open (``fraud_until`` is
+    :data:`~features.terminal_state.NEVER`).
+    """
+    from features.terminal_state import NEVER, labelled_period
+
+    ordered = sort_labels(labels)
     ids = ordered.column(spec.TRANSACTION_ID).to_pylist()
     values = ordered.column(spec.LABEL_KEY).to_pylist()
-    return dict(zip(ids, values, strict=True))
+    known = ordered.column(spec.LABELLED_AT).cast(pa.int64()).to_pylist()
+    periods: dict[str, tuple[int, int]] = {}
+    for txid, value, at in zip(ids, values, known, strict=True):
+        frm, until = periods.get(txid, (NEVER, NEVER))
+        periods[txid] = labelled_period(frm, until, int(value), int(at))
+    return periods
+
+
+def latest_labels(table: pa.Table) -> dict[str, int]:
+    """Transaction id -> its latest label (by ``labelled_at``; ties: the later row)."""
+    from features.terminal_state import NEVER
+
+    return {txid: int(frm != NEVER and until == NEVER)
+            for txid, (frm, until) in label_periods(table).items()}
 
 
 def labels_of(transactions: pa.Table, labels: dict[str, int], missing: int) -> np.ndarray:
@@ -187,10 +234,27 @@ def labels_of(transactions: pa.Table, labels: dict[str, int], missing: int) -> n
     return np.fromiter((labels.get(i, missing) for i in ids), dtype=np.int64, count=len(ids))
 
 
-def join_labels(transactions: pa.Table, labels: dict[str, int]) -> pa.Table:
-    """Append ``is_fraud``: each transaction's latest label, 0 when it has none."""
-    values = labels_of(transactions, labels, missing=0).astype(np.int8)
-    return transactions.append_column(spec.LABEL_KEY, pa.array(values, pa.int8()))
+def join_labels(transactions: pa.Table, labels: pa.Table) -> pa.Table:
+    """Append ``is_fraud`` and ``labelled_at``: each transaction's latest label in ``labels``.
+
+    ``is_fraud`` is 0 when a transaction has no label; ``labelled_at`` is when
+    its fraud became known (the start of its fraud period), null for a
+    genuine one. Pass the labels :func:`known_by` a cutoff for the labels a
+    bank had then.
+    """
+    from features.terminal_state import NEVER
+
+    periods = label_periods(labels)
+    ids = transactions.column(spec.TRANSACTION_ID).to_pylist()
+    frm = np.full(len(ids), NEVER, dtype=np.int64)
+    fraud = np.zeros(len(ids), dtype=np.int8)
+    for i, txid in enumerate(ids):
+        period = periods.get(txid)
+        if period is not None and period[0] != NEVER and period[1] == NEVER:
+            fraud[i], frm[i] = 1, period[0]
+    known = pa.array(frm, pa.int64(), mask=fraud == 0).cast(pa.timestamp("us", tz="UTC"))
+    return (transactions.append_column(spec.LABEL_KEY, pa.array(fraud, pa.int8()))
+            .append_column(spec.LABELLED_AT, known))
 
 
 def drop_repeated_ids(table: pa.Table) -> pa.Table:
@@ -203,18 +267,185 @@ def drop_repeated_ids(table: pa.Table) -> pa.Table:
 
 
 def data_files(root: Path, kind: str, start: date | None, end: date | None) -> list[Path]:
-    """The lake's Parquet files of ``kind`` whose date partition is in ``[start, end]``."""
+    """The lake's Parquet files of ``kind`` whose date partition is in ``[start, end]``.
+
+    Files a compaction has already replaced (its merged file is in place, a
+    crash stopped it before it deleted them) are left out: each record is
+    read once at every moment of a compaction.
+    """
     directory = root / kind
     if not directory.is_dir():
         return []
+    replaced = superseded(root)
     files = []
     for partition in sorted(directory.iterdir()):
         if not partition.name.startswith("date="):
             continue
         day = date.fromisoformat(partition.name.removeprefix("date="))
         if (start is None or day >= start) and (end is None or day <= end):
-            files += sorted(p for p in partition.glob("*.parquet") if not p.name.startswith("."))
+            files += [p for p in _visible(partition) if p not in replaced]
     return files
+
+
+def _visible(partition: Path) -> list[Path]:
+    return sorted(p for p in partition.glob("*.parquet") if not p.name.startswith("."))
+
+
+def write_simulated(root: Path, transactions: pa.Table, labels: pa.Table) -> list[Path]:
+    """Write a simulated bank as a lake: transactions without labels, and every label.
+
+    One ``part-0.parquet`` per day and kind (labels by their transaction's
+    day, as the archiver files them); no commit markers (nothing came from
+    Kafka). ``root`` must be new or empty, or a lake: its data is replaced.
+    """
+    create(root)
+    for kind in (TRANSACTIONS, LABELS, COMPACTIONS, COMMITS, REJECTED):
+        shutil.rmtree(root / kind, ignore_errors=True)
+    files = []
+    for kind, table in ((TRANSACTIONS, transactions), (LABELS, labels)):
+        for day, part in _by_day(table):
+            path = root / kind / f"date={day.isoformat()}" / SIMULATED_FILE
+            _write_parquet(part, path)
+            files.append(path)
+    return files
+
+
+# --- compaction -------------------------------------------------------------
+
+
+@dataclass
+class CompactStats:
+    """What a compaction did."""
+
+    partitions: int = 0
+    files_merged: int = 0
+    files_written: int = 0
+    rows: int = 0
+    recovered: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Plain figures for a command's last line."""
+        return dict(self.__dict__)
+
+
+def superseded(root: Path) -> set[Path]:
+    """Files replaced by a compaction whose merged file is in place (not yet deleted)."""
+    replaced: set[Path] = set()
+    directory = root / COMPACTIONS
+    if not directory.is_dir():
+        return replaced
+    for manifest in directory.glob("*.json"):
+        try:
+            entry = json.loads(manifest.read_bytes())
+        except (OSError, ValueError):
+            continue  # being written (a temporary name is never *.json) or already gone
+        folder = root / entry["partition"]
+        if (folder / entry["new"]).is_file():
+            replaced.update(folder / name for name in entry["replaces"])
+    return replaced
+
+
+def recover_compactions(root: Path) -> int:
+    """Finish or undo compactions a crash interrupted; return how many there were.
+
+    A merged file in place: delete the files it replaced. Not in place yet:
+    delete its temporary file. Then the manifest. A merged file written before
+    its manifest is deleted too. Needs the lake's lock.
+    """
+    count = 0
+    directory = root / COMPACTIONS
+    manifests = sorted(directory.iterdir()) if directory.is_dir() else []
+    for manifest in manifests:
+        if manifest.name.startswith("."):
+            manifest.unlink()  # a manifest write cut short: nothing was renamed
+            continue
+        entry = json.loads(manifest.read_bytes())
+        folder = root / entry["partition"]
+        if (folder / entry["new"]).is_file():
+            for name in entry["replaces"]:
+                (folder / name).unlink(missing_ok=True)
+        else:
+            (folder / f".{entry['new']}.tmp").unlink(missing_ok=True)
+        _fsync_dir(folder)
+        manifest.unlink()
+        count += 1
+    for kind in (TRANSACTIONS, LABELS):  # merged files never recorded in a manifest
+        if (root / kind).is_dir():
+            for stray in (root / kind).glob("date=*/.compacted.*.tmp"):
+                stray.unlink()
+                count += 1
+    return count
+
+
+def compact(
+    root: Path,
+    *,
+    min_files: int = 8,
+    small_bytes: int = 32 * 1024 * 1024,
+    on_step: Callable[[str], None] | None = None,
+) -> CompactStats:
+    """Merge each date partition's small files (under ``small_bytes``) into one, exactly once.
+
+    A partition is compacted when it holds at least ``min_files`` small files.
+    The caller holds the lake's lock (the archiver's, :func:`ingest.archiver.lock_lake`).
+    Each merge: (1) the merged file is written under a hidden temporary name
+    and synced; (2) a manifest naming it and the files it replaces is
+    written; (3) the merged file is moved into place; (4) the old files are
+    deleted; (5) the manifest is. Readers skip the old files from (3) on
+    (:func:`superseded`); after a crash at any point :func:`recover_compactions`
+    finishes (from 3 on) or undoes (before 3) the merge. Either way each
+    record is in the lake once. ``on_step`` is told each step (for tests).
+    """
+    step = on_step or (lambda _: None)
+    stats = CompactStats(recovered=recover_compactions(root))
+    for kind in (TRANSACTIONS, LABELS):
+        directory = root / kind
+        if not directory.is_dir():
+            continue
+        for partition in sorted(directory.iterdir()):
+            if not partition.name.startswith("date="):
+                continue
+            small = [p for p in _visible(partition) if p.stat().st_size < small_bytes]
+            if len(small) < max(2, min_files):
+                continue
+            stats.rows += _merge(root, partition, small, step)
+            stats.partitions += 1
+            stats.files_merged += len(small)
+            stats.files_written += 1
+    return stats
+
+
+def _merge(root: Path, partition: Path, files: list[Path], step: Callable[[str], None]) -> int:
+    table = pa.concat_tables([pq.read_table(p) for p in files], promote_options="default")
+    name = f"compacted.{uuid.uuid4().hex}.parquet"
+    temporary = partition / f".{name}.tmp"
+    pq.write_table(table, temporary, compression="snappy")
+    _fsync(temporary)
+    step("written")
+    manifest = {"partition": str(partition.relative_to(root)), "new": name,
+                "replaces": [p.name for p in files]}
+    manifest_path = root / COMPACTIONS / f"{name.removesuffix('.parquet')}.json"
+    _write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
+    _fsync_dir(manifest_path.parent)
+    step("manifest")
+    os.replace(temporary, partition / name)
+    _fsync_dir(partition)
+    step("in place")
+    for path in files:
+        path.unlink()
+        step("deleted")
+    _fsync_dir(partition)
+    manifest_path.unlink()
+    step("done")
+    return table.num_rows
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_labels(root: Path, start: date | None, end: date | None) -> pa.Table:

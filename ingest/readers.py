@@ -28,6 +28,7 @@ from features.errors import InputError
 from features.spec import (
     BOUNDS,
     LABEL_KEY,
+    LABELLED_AT,
     MAX_RECORD_BYTES,
     RAW_FIELDS,
     REQUIRED_FIELDS,
@@ -51,6 +52,10 @@ class ReadResult:
     table: pa.Table
     skipped: int
     errors: tuple[ValidationError, ...]
+    #: Every label known for the rows, with its time (``ingest.lake.LABELS_SCHEMA``, in
+    #: ``labelled_at`` order), when the input keeps labels apart (a lake); else None:
+    #: each row's ``is_fraud`` is its one label, known with the transaction.
+    labels: pa.Table | None = None
 
 
 def read_transactions(
@@ -60,6 +65,7 @@ def read_transactions(
     skip_invalid: bool = False,
     start: date | None = None,
     end: date | None = None,
+    labels_known_before: datetime | None = None,
 ) -> ReadResult:
     """Read, validate and sort (stably, by timestamp) the transactions at ``path``.
 
@@ -68,10 +74,16 @@ def read_transactions(
     partitions and keep only rows whose timestamp falls on those days. Bad
     rows raise :class:`~ingest.validation.ValidationError`, or with
     ``skip_invalid`` are dropped and counted.
+
+    A lake's rows get the latest label known (``is_fraud``) and when it became
+    known (``labelled_at``), counting only the labels known before
+    ``labels_known_before`` when given (a labelled file's labels are known
+    with their transactions); :attr:`ReadResult.labels` then holds every
+    such label with its time, for point-in-time features.
     """
     if lake.is_lake(path):
         return _read_lake(Path(path), labelled=labelled, skip_invalid=skip_invalid,
-                          start=start, end=end)
+                          start=start, end=end, known_before=labels_known_before)
     read = _read_files(list_files(path, start=start, end=end), labelled, skip_invalid)
     return ReadResult(_sort_by_time(_between(read.table, start, end)), read.skipped, read.errors)
 
@@ -92,20 +104,33 @@ def _read_files(files: list[Path], labelled: bool, skip_invalid: bool) -> ReadRe
 
 
 def _read_lake(
-    root: Path, *, labelled: bool, skip_invalid: bool, start: date | None, end: date | None
+    root: Path, *, labelled: bool, skip_invalid: bool, start: date | None, end: date | None,
+    known_before: datetime | None = None,
 ) -> ReadResult:
     """A lake's transactions in ``[start, end]``, each once (:mod:`ingest.lake`).
 
-    With ``labelled``, each gets its latest label (genuine when it has none).
+    With ``labelled``, each gets its latest label known before ``known_before``
+    (genuine when it has none) and when it became known; the labels come along.
     """
     files = lake.data_files(root, lake.TRANSACTIONS, start, end)
     read = _read_files(files, labelled=False, skip_invalid=skip_invalid)
     table = lake.drop_repeated_ids(_between(read.table, start, end))
-    if labelled:
-        table = lake.join_labels(table, lake.latest_labels(lake.read_labels(root, start, end)))
-        schema = arrow_schema(labelled=True)
-        table = table.select(schema.names).cast(schema)
-    return ReadResult(_sort_by_time(table), read.skipped, read.errors)
+    if not labelled:
+        return ReadResult(_sort_by_time(table), read.skipped, read.errors)
+    cutoff = None if known_before is None else epoch_us(known_before)
+    labels = lake.sort_labels(lake.known_by(lake.read_labels(root, start, end), cutoff))
+    table = lake.join_labels(table, labels)
+    schema = arrow_schema(labelled=True)
+    table = table.select([*schema.names, LABELLED_AT]).cast(
+        schema.append(pa.field(LABELLED_AT, pa.timestamp("us", tz="UTC"))))
+    return ReadResult(_sort_by_time(table), read.skipped, read.errors, labels)
+
+
+def epoch_us(moment: datetime) -> int:
+    """``moment`` (an aware datetime; naive means UTC) in µs since the Unix epoch."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def list_files(

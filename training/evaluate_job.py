@@ -85,7 +85,8 @@ def _load_period(
 
     first = start - timedelta(days=lookback_days(model.delay_days))
     since = model.train_start or first
-    table = read_transactions(input_path, labelled=True, start=min(first, since), end=end).table
+    read = read_transactions(input_path, labelled=True, start=min(first, since), end=end)
+    table = read.table
     days = table.column(spec.TIMESTAMP).to_numpy().astype("datetime64[D]")
     in_period = days >= np.datetime64(start, "D")
     known = ev.known_compromised(
@@ -97,7 +98,7 @@ def _load_period(
     _check_period(period.column(spec.LABEL_KEY).to_numpy()[assessed], start, end, exclude_known)
     replayed = days >= np.datetime64(first, "D")
     features = compute_features(table.filter(replayed),
-                                BehaviourConfig(delay_days=model.delay_days))
+                                BehaviourConfig(delay_days=model.delay_days), labels=read.labels)
     return LoadedPeriod(period, features.filter(in_period[replayed]), known)
 
 

@@ -118,9 +118,12 @@ def window_rows(transactions: pa.Table, config: PipelineConfig) -> np.ndarray:
     return np.asarray(inside.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _behavioural_features(transactions: pa.Table, delay_days: int) -> tuple[pa.Table, pa.Table]:
+def _behavioural_features(
+    transactions: pa.Table, delay_days: int, labels: pa.Table | None = None
+) -> tuple[pa.Table, pa.Table]:
     start = time_module.perf_counter()
-    features = compute_features(transactions, BehaviourConfig(delay_days=delay_days))
+    features = compute_features(transactions, BehaviourConfig(delay_days=delay_days),
+                                labels=labels)
     elapsed_ms = int(1000 * (time_module.perf_counter() - start))
     beam.metrics.Metrics.counter(METRICS_NAMESPACE, FEATURES_MS).inc(elapsed_ms)
     beam.metrics.Metrics.counter(METRICS_NAMESPACE, FEATURE_ROWS).inc(transactions.num_rows)
@@ -159,11 +162,17 @@ def _to_examples(transformed: tuple[pa.RecordBatch, dict]) -> list[bytes]:
     return list(example_coder.RecordBatchToExamples(record_batch))
 
 
-def build(pipeline: beam.Pipeline, config: PipelineConfig, transactions: pa.Table) -> None:
+def build(
+    pipeline: beam.Pipeline,
+    config: PipelineConfig,
+    transactions: pa.Table,
+    labels: pa.Table | None = None,
+) -> None:
     """Add the retraining job's steps to ``pipeline``.
 
     ``transactions``: labelled, canonical, sorted by time, covering the history
-    and the window, nothing after ``train_end``.
+    and the window, nothing after ``train_end``. ``labels``: every label with
+    its time when they come apart (see :func:`features.behaviour.compute_features`).
     """
     import tensorflow_transform.beam as tft_beam
 
@@ -173,7 +182,8 @@ def build(pipeline: beam.Pipeline, config: PipelineConfig, transactions: pa.Tabl
     window = (
         pipeline
         | "CreateTransactions" >> beam.Create([transactions])
-        | "ComputeBehaviouralFeatures" >> beam.Map(_behavioural_features, config.delay_days)
+        | "ComputeBehaviouralFeatures" >> beam.Map(_behavioural_features, config.delay_days,
+                                                    labels)
         | "SelectTrainingWindow" >> beam.Map(_training_window, config)
     )
     _ = window | "WriteValidationInputs" >> beam.Map(
@@ -219,7 +229,10 @@ def pipeline_options(runner: str, beam_options: Sequence[str]) -> PipelineOption
 
 
 def run(
-    config: PipelineConfig, transactions: pa.Table, options: PipelineOptions
+    config: PipelineConfig,
+    transactions: pa.Table,
+    options: PipelineOptions,
+    labels: pa.Table | None = None,
 ) -> dict[str, int]:
     """Run the pipeline to completion with ``options``; return its counters (by name).
 
@@ -227,7 +240,7 @@ def run(
     """
     config.work_dir.mkdir(parents=True, exist_ok=True)
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, config, transactions)
+    build(pipeline, config, transactions, labels)
     result = pipeline.run()
     result.wait_until_finish()
     query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE))

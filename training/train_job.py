@@ -2,8 +2,10 @@
 
 1. check the request and the data (every input error before any work);
 2. read labelled transactions of the history and the window, nothing after
-   ``train_end`` (those labels would not be known yet in a bank), and apply
-   the analysts' decisions from label files (:mod:`ingest.label_files`);
+   ``train_end``, and apply the analysts' decisions from label files
+   (:mod:`ingest.label_files`); only labels known before the end of
+   ``train_end`` plus ``delay_days`` count (:meth:`TrainJobConfig.labels_cutoff`),
+   for the targets and the features alike (docs/labels.md);
 3. the Beam pipeline (:mod:`training.pipeline`): behavioural features, TFT;
 4. training under ``MirroredStrategy`` (:mod:`training.trainer`);
 5. the export (:mod:`training.export`) with its metadata: the alert threshold
@@ -33,7 +35,13 @@ from features.behaviour import BehaviourConfig, lookback_days
 from features.errors import InputError
 from features.model_dir import ModelMetadata, read_metadata
 from features.progress import Progress, silent
-from ingest.label_files import LabelsApplied, apply_label_files, check_label_files, read_label_files
+from ingest.label_files import (
+    LabelsApplied,
+    apply_label_files,
+    check_label_files,
+    label_history,
+    read_label_files,
+)
 from training.pipeline import TRAIN, VALIDATION, PipelineConfig, window_rows
 from training.settings import TrainConfig
 
@@ -69,6 +77,18 @@ class TrainJobConfig:
     def validation_days(self) -> int:
         """The last days of the window held out for validation (at least one)."""
         return max(1, round(self.validation_fraction * self.window_days))
+
+    @property
+    def labels_cutoff(self) -> datetime:
+        """Labels known before this count: the end of ``train_end`` plus ``delay_days``.
+
+        The Handbook's protocol: a model trained on a window goes live
+        ``delay`` days after it, when the window's labels are as known as
+        they will be for its features; a label known later (a chargeback
+        weeks late) is not used, as it would not have been in a bank.
+        """
+        end = self.train_end + timedelta(days=1 + self.delay_days)
+        return datetime.combine(end, datetime.min.time(), UTC)
 
     @property
     def read_from(self) -> date:
@@ -250,14 +270,19 @@ def run(config: TrainJobConfig, progress: Progress | None = None) -> TrainJobRes
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _apply_decisions(table: pa.Table, paths: tuple[Path, ...],
-                     say: Progress) -> tuple[pa.Table, LabelsApplied]:
+def _apply_decisions(
+    table: pa.Table, labels: pa.Table | None, paths: tuple[Path, ...], cutoff: datetime,
+    say: Progress,
+) -> tuple[pa.Table, pa.Table, LabelsApplied]:
+    from ingest.readers import epoch_us
+
     files = read_label_files(paths)
-    table, applied = apply_label_files(table, files)
+    history = label_history(table, labels, files, epoch_us(cutoff))
+    table, applied = apply_label_files(table, files, history)
     say(f"label files: {files.records} decisions on {applied.labelled} transactions, "
         f"{applied.matched} of them in the rows read; {applied.to_fraud} became fraud, "
         f"{applied.to_genuine} genuine")
-    return table, applied
+    return table, history, applied
 
 
 def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
@@ -273,12 +298,15 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
     )
     with _stage(f"read {config.input_path} from {config.read_from} to {config.train_end}",
                 timings, say):
-        table = read_transactions(
-            config.input_path, labelled=True, start=config.read_from, end=config.train_end
-        ).table
+        read = read_transactions(
+            config.input_path, labelled=True, start=config.read_from, end=config.train_end,
+            labels_known_before=config.labels_cutoff,
+        )
+        table, labels = read.table, read.labels
         applied = None
         if config.label_files:
-            table, applied = _apply_decisions(table, config.label_files, say)
+            table, labels, applied = _apply_decisions(
+                table, labels, config.label_files, config.labels_cutoff, say)
         counts = _split_counts(table, pipeline_config)
         check_data(counts, config, pipeline_config)
         data_fingerprint = fingerprint(table)
@@ -290,10 +318,11 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
             pipeline_config,
             table,
             pipeline.pipeline_options(config.runner, config.beam_options),
+            labels,
         )
     if pipeline.FEATURES_MS in counters:
         timings["behavioural_features (in the pipeline)"] = counters[pipeline.FEATURES_MS] / 1000
-    del table
+    del table, labels
     with _stage("training", timings, say):
         import tensorflow_transform as tft
 

@@ -30,7 +30,7 @@ def _register() -> None:
     app.command("produce")(produce.produce)
     from fraud.cli import archive
 
-    app.command("archive")(archive.archive)
+    app.add_typer(archive.app, name="archive")
     app.command("evaluate")(evaluate.evaluate)
     from fraud.cli import alerts, checkpoint, db, labels
 

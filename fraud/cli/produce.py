@@ -7,13 +7,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from features.errors import InputError
 from fraud.cli.dates import parse_day
+
+if TYPE_CHECKING:
+    import pyarrow
 
 
 def produce(
@@ -78,6 +82,16 @@ def produce(
         int,
         typer.Option(help="Producer linger (batching delay), ms.", envvar="FRAUD_LINGER_MS", min=0),
     ] = 5,
+    label_protocol: Annotated[
+        str,
+        typer.Option(
+            help="With --labels-topic. handbook: each transaction's label right after it, "
+            "labelled_at = its time. realistic: the labels a lake keeps (chargebacks, "
+            "analysts' decisions), each when the stream reaches its labelled_at "
+            "(docs/labels.md).",
+            envvar="FRAUD_LABEL_PROTOCOL",
+        ),
+    ] = "handbook",
 ) -> None:
     """Publish transactions keyed by customer in event-time order; Ctrl-C stops cleanly.
 
@@ -86,9 +100,13 @@ def produce(
     from ingest.kafka_io import KafkaSettings, check_reachable
     from ingest.producer import ProduceOptions, publish, stop_on_signals
     from ingest.readers import read_transactions
+    from ingest.simulator.labels import REALISTIC, check_protocol
 
     if acks not in ("all", "1", "0"):
         raise InputError(f"--acks: expected all, 1 or 0, got {acks!r}")
+    realistic = check_protocol(label_protocol) == REALISTIC
+    if realistic and labels_topic is None:
+        raise InputError("--label-protocol realistic needs --labels-topic")
     settings = KafkaSettings.from_env(bootstrap_servers)
     options = ProduceOptions(
         topic=topic,
@@ -106,14 +124,16 @@ def produce(
         began = time.perf_counter()
         read = read_transactions(
             input_path,
-            labelled=labels_topic is not None,
+            labelled=labels_topic is not None and not realistic,
             skip_invalid=skip_invalid,
             start=first,
             end=last,
         )
+        apart = _labels_apart(input_path, first, last) if realistic else None
         read_seconds = time.perf_counter() - began
         with _progress(read.table.num_rows) as advance:
-            result = publish(read.table, settings, options, stop=stop, progress=advance)
+            result = publish(read.table, settings, options, stop=stop, progress=advance,
+                             labels=apart)
     _report_skipped(read.skipped, read.errors)
     if result.interrupted:
         typer.echo(f"interrupted: sent {result.sent} of {read.table.num_rows}", err=True)
@@ -127,6 +147,36 @@ def produce(
         "interrupted": result.interrupted,
     }
     typer.echo(json.dumps(figures))
+
+
+def _labels_apart(path: Path, first: date | None, last: date | None) -> pyarrow.Table:
+    """The lake's labels known on the days published (``[first, last]``; open ends: all).
+
+    Labels of earlier transactions known within those days are included, and
+    labels known later are left to the run that publishes their day: the
+    labels topic stays in ``labelled_at`` order across runs.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from features.spec import LABELLED_AT
+    from ingest import lake
+
+    if not lake.is_lake(path):
+        raise InputError(f"{path}: --label-protocol realistic reads labels from a lake "
+                         "(fraud simulate --label-protocol realistic, fraud archive)")
+    labels = lake.read_labels(path, None, last)
+    column = labels.column(LABELLED_AT)
+    if first is not None:
+        low = datetime.combine(first, datetime.min.time(), UTC)
+        labels = labels.filter(pc.greater_equal(column, pa.scalar(low, column.type)))
+        column = labels.column(LABELLED_AT)
+    if last is not None:
+        high = datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC)
+        labels = labels.filter(pc.less(column, pa.scalar(high, column.type)))
+    return lake.sort_labels(labels)
 
 
 def _report_skipped(skipped: int, errors: tuple[Exception, ...]) -> None:

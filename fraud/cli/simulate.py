@@ -38,6 +38,15 @@ def simulate(
             envvar="FRAUD_OVERWRITE",
         ),
     ] = False,
+    label_protocol: Annotated[
+        str,
+        typer.Option(
+            help="handbook: each label known with its transaction (labelled files); "
+            "realistic: a lake of transactions and labels as a bank gets them, chargebacks "
+            "days to weeks late, analysts' decisions within hours (docs/labels.md).",
+            envvar="FRAUD_LABEL_PROTOCOL",
+        ),
+    ] = "handbook",
 ) -> None:
     """Write labelled synthetic transactions: a bank with realistic fraud scenarios.
 
@@ -57,7 +66,8 @@ def simulate(
     )
     console = Console(stderr=True)
     with console.status("simulating") as status:
-        figures = simulate_to(config, out, overwrite=overwrite, on_step=status.update)
+        figures = simulate_to(config, out, overwrite=overwrite, on_step=status.update,
+                              label_protocol=label_protocol)
     console.print(
         f"{figures['transactions']:,} transactions, {figures['frauds']:,} frauds "
         f"in {figures['seconds']} s -> {out}"

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from ingest.simulator.activity import Transactions, genuine_transactions
 from ingest.simulator.config import ScenarioConfig, SimulationConfig, parse_start_date
+from ingest.simulator.labels import LabelConfig, realistic_labels
 from ingest.simulator.population import Population, make_customers, make_terminals
 from ingest.simulator.scenarios import (
     Compromises,
@@ -29,6 +30,7 @@ from ingest.simulator.table import to_table
 
 __all__ = [
     "Compromises",
+    "LabelConfig",
     "Scenario",
     "ScenarioConfig",
     "SimulationConfig",
@@ -55,6 +57,14 @@ class SimulationResult:
     customer_index: np.ndarray
     terminal_index: np.ndarray
 
+    def realistic_labels(self, config: LabelConfig | None = None) -> pa.Table:
+        """Every label the bank gets, as it gets them (:mod:`ingest.simulator.labels`).
+
+        Drawn from the seed's own random stream: the transactions do not change.
+        """
+        rng = _generators(self.config.seed, _PARTS + 1)[_PARTS]
+        return realistic_labels(self.table, config or LabelConfig(), rng)
+
     def frauds_per_scenario(self) -> dict[str, int]:
         """Count the fraudulent transactions of each scenario, by scenario name."""
         counts = np.bincount(self.scenario, minlength=len(Scenario))
@@ -77,6 +87,10 @@ class SimulationResult:
         }
 
 
+#: Random streams of the transactions; the labels use the next one.
+_PARTS = 6
+
+
 def _generators(seed: int, count: int) -> list[np.random.Generator]:
     """Make independent random streams, one per part, so a change to one leaves the others alone."""
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(count)]
@@ -84,7 +98,9 @@ def _generators(seed: int, count: int) -> list[np.random.Generator]:
 
 def simulate(config: SimulationConfig) -> SimulationResult:
     """Simulate the bank described by ``config``; the same config gives the same result."""
-    rng_terminals, rng_customers, rng_activity, rng_s2, rng_s3, rng_s4 = _generators(config.seed, 6)
+    rng_terminals, rng_customers, rng_activity, rng_s2, rng_s3, rng_s4 = _generators(
+        config.seed, _PARTS
+    )
     terminals = make_terminals(config.terminals, config.home_country, rng_terminals)
     customers = make_customers(config.customers, terminals, config.radius, rng_customers)
     population = Population(customers=customers, terminals=terminals)

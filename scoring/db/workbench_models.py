@@ -178,3 +178,21 @@ class Decision(Base):
             "labelled_at": self.decided_at.isoformat(),
             "source": source,
         }
+
+
+class LabelPublisherPosition(Base):
+    """Where a label publisher (``fraud labels publish``) is in ``decisions``.
+
+    ``last_id``: every decision up to it reached the labels topic (acknowledged),
+    except the ids in ``gaps``: ids below ``last_id`` not seen yet (a
+    transaction still open when its successors committed), each with when it
+    was first missed; they are looked for again until ``gap_seconds`` passed.
+    """
+
+    __tablename__ = "label_publisher_positions"
+
+    name: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    gaps: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    published: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -29,6 +29,7 @@ T0 = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
 TABLES = {
     "alerts", "alert_reviews", "scorer_checkpoints", "partition_checkpoints", "users",
     "api_tokens", "web_sessions", "login_attempts", "audit", "audit_head", "decisions",
+    "label_publisher_positions",
 }
 
 

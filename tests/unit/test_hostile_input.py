@@ -581,7 +581,8 @@ def test_the_archiver_rejects_every_hostile_record_and_keeps_the_rest(tmp_path: 
     archiver._write("fraud-labels", 0, labels)
     assert archiver.stats.as_dict() | {"resumed_from": {}} == {
         "transactions": 3, "labels": 1, "rejected": len(hostile) + 1, "batches": 2,
-        "files": 4, "resumed_from": {}}
+        "files": 4, "resumed_from": {}, "partitions_added": [], "compactions": 0,
+        "files_compacted": 0}
 
 
 def test_the_archiver_rejects_a_record_whatever_the_decoder_raises(

@@ -78,11 +78,22 @@ def test_reading_joins_the_latest_label_and_defaults_to_genuine(root: Path) -> N
     lake.write_batch(root, lake.Batch("transactions", 0, 0, 3), transactions, None, [])
     labels = lake.labels_table([label(1, 1, 5), label(2, 1, 9), label(2, 0, 7)])
     lake.write_batch(root, lake.Batch("fraud-labels", 0, 0, 2), None, labels, [])
-    read = read_transactions(root, labelled=True).table
-    assert read.schema == spec.arrow_schema(labelled=True)
+    result = read_transactions(root, labelled=True)
+    read = result.table
+    assert read.schema == spec.arrow_schema(labelled=True).append(
+        pa.field(spec.LABELLED_AT, pa.timestamp("us", tz="UTC")))
     rows = {r[spec.TRANSACTION_ID]: r[spec.LABEL_KEY] for r in read.to_pylist()}
     assert rows == {"t1": 1, "t2": 1, "t3": 0}  # t1 read once; t2's later label wins
     assert read.num_rows == 3
+    # When each fraud became known: t2 was genuine at 7 h, fraud from 9 h.
+    known = {r[spec.TRANSACTION_ID]: r[spec.LABELLED_AT] for r in read.to_pylist()}
+    assert known == {"t1": T0 + timedelta(hours=5), "t2": T0 + timedelta(hours=9), "t3": None}
+    assert result.labels is not None and result.labels.num_rows == 3
+    # Only the labels known before a cutoff: t2 was genuine then.
+    early = read_transactions(root, labelled=True, labels_known_before=T0 + timedelta(hours=8))
+    rows = {r[spec.TRANSACTION_ID]: r[spec.LABEL_KEY] for r in early.table.to_pylist()}
+    assert rows == {"t1": 1, "t2": 0, "t3": 0}
+    assert early.labels is not None and early.labels.num_rows == 2
     window = read_transactions(root, labelled=True, start=date(2018, 5, 2)).table
     assert window.column(spec.TRANSACTION_ID).to_pylist() == ["t2", "t3"]
 
