@@ -26,12 +26,16 @@ Every worker scores the whole validation split with the same weights and the
 early-stopping decision uses the workers' mean (one figure, so every worker
 stops at the same epoch: the collectives need them in lock-step).
 
-Class imbalance: frauds are ~1% of rows. They are weighted ``positive_weight``
-times in the loss (per-example sample weights), a moderate weight rather than
-full balancing: it gives the rare class more gradient without the noisy,
-over-confident fit that a 100x weight produces, and keeps every genuine row
-(no undersampling of data that is cheap to train on). The export undoes the
-weight's shift of the odds (:func:`training.model.fraud_probability`).
+Class imbalance: frauds are ~1% of rows and carry a weight of
+``positive_weight`` (genuine rows 1). The loss of a global batch is the
+arithmetic ``model.fit`` applied to these weights with Keras's
+``BinaryCrossentropy`` on 1-D labels, kept exactly so the model does not
+change with the loop: Keras averages the cross-entropy over the batch *before*
+it applies the weights, so the loss is ``mean(cross-entropy) x mean(weight)``
+— the weights scale each batch's loss by its fraud share rather than weigh
+each fraud row (per-row weighting was measured to lower validation AP on the
+test bank: see ``docs/deployment.md``). The export still subtracts
+``log(positive_weight)`` from the logit (:func:`training.model.fraud_probability`).
 Early stopping watches the validation average precision (area under the PR
 curve, Keras's ``AUC(curve="PR")``), the metric that matters when positives
 are rare, and restores the best weights.
@@ -160,7 +164,7 @@ def _replica_batches(
     strategy hands consecutive elements to its local replicas, so the parts
     of one global batch make one step. The last, partial, global batch is cut
     the same way (a replica may get no rows). Each element carries the global
-    batch's row count, the loss's denominator.
+    batch's row count and weight sum (the loss's global factors).
     """
     local = replicas // context.num_input_pipelines
     first = context.input_pipeline_id * local
@@ -168,17 +172,22 @@ def _replica_batches(
     records = records.shuffle(200_000, seed=seed, reshuffle_each_iteration=True)
     parse = _parser(feature_spec, positive_weight)
 
+    label_spec = {spec.LABEL_KEY: feature_spec[spec.LABEL_KEY]}
+
     def parts(serialized: tf.Tensor) -> tf.data.Dataset:
         rows = tf.shape(serialized, out_type=tf.int64)[0]
+        labels = tf.cast(tf.io.parse_example(serialized, label_spec)[spec.LABEL_KEY], tf.float32)
+        weights = tf.reduce_sum(1.0 + (positive_weight - 1.0) * labels)
 
-        def part(replica: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def part(replica: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             low, high = rows * replica // replicas, rows * (replica + 1) // replicas
-            return serialized[low:high], rows
+            return serialized[low:high], rows, weights
 
         return tf.data.Dataset.range(first, first + local).map(part)
 
-    def parsed(serialized: tf.Tensor, rows: tf.Tensor) -> tuple[Any, ...]:
-        return (*parse(serialized), rows)
+    def parsed(serialized: tf.Tensor, rows: tf.Tensor, weights: tf.Tensor) -> tuple[Any, ...]:
+        features, label, _ = parse(serialized)
+        return features, label, rows, weights
 
     return (
         records.batch(global_batch)
@@ -284,18 +293,20 @@ def train(
     validation = _validation_batches(validation_pattern, feature_spec, global_batch,
                                      config.positive_weight)
 
-    def replica_step(features: Mapping[str, tf.Tensor], label: tf.Tensor, weight: tf.Tensor,
-                     rows: tf.Tensor) -> tf.Tensor:
+    def replica_step(features: Mapping[str, tf.Tensor], label: tf.Tensor, rows: tf.Tensor,
+                     weights: tf.Tensor) -> tf.Tensor:
+        # The global batch's mean(cross-entropy) x mean(weight), this replica's share:
+        # the replicas' gradients are summed.
+        rows = tf.cast(rows, tf.float32)
         with tf.GradientTape() as tape:
             logits = tf.cast(model({n: features[n] for n in names}, training=True), tf.float32)
             losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=label, logits=logits)
-            weighted = tf.reduce_sum(losses * weight)
-            loss = weighted / tf.cast(rows, tf.float32)
+            loss = tf.reduce_sum(losses) / rows * (weights / rows)
             scaled = optimizer.scale_loss(loss)  # the loss itself unless mixed precision
         gradients = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
-        # This replica's rows and weighted loss sum, as a [1, 2] row for a gather.
-        return tf.stack([tf.cast(tf.shape(label)[0], tf.float32), weighted])[None, :]
+        # This replica's rows and its part of the batch loss x rows, as a [1, 2] row.
+        return tf.stack([tf.cast(tf.shape(label)[0], tf.float32), loss * rows])[None, :]
 
     @tf.function(reduce_retracing=True)
     def train_step(batch: Any) -> Any:
@@ -372,16 +383,18 @@ def _first_local_replica(strategy: tf.distribute.Strategy) -> int:
 
 def _validate(validation: tf.data.Dataset,
               logits_of: Callable[[Mapping[str, tf.Tensor]], tf.Tensor]) -> tuple[float, float]:
-    """Validation AP (Keras's PR AUC, as ``model.fit`` reported it) and weighted mean loss."""
+    """Validation AP (Keras's PR AUC, as ``model.fit`` reported it) and loss (as in training)."""
     metric = keras.metrics.AUC(curve="PR", from_logits=True, name="average_precision")
-    loss_sum, rows = 0.0, 0
+    loss_sum, weight_sum, rows = 0.0, 0.0, 0
     for features, label, weight in validation:
         logits = logits_of(features)
         metric.update_state(label, logits)
         losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=label, logits=logits)
-        loss_sum += float(tf.reduce_sum(losses * weight))
+        loss_sum += float(tf.reduce_sum(losses))
+        weight_sum += float(tf.reduce_sum(weight))
         rows += int(tf.shape(label)[0])
-    return float(metric.result()), loss_sum / max(rows, 1)
+    rows = max(rows, 1)
+    return float(metric.result()), loss_sum / rows * (weight_sum / rows)
 
 
 def _summary_writers(logs_dir: Path | None) -> dict[str, Any]:
