@@ -6,8 +6,9 @@ imports only the standard library, so a check costs tens of milliseconds.
 
 - ``--url URL``: GET it; healthy on HTTP 200 (``/healthz`` answers 503 while
   a scorer holds, ``/metrics`` 200 while its process serves).
-- ``--tcp HOST:PORT[,HOST:PORT]``: one of them accepts a connection (a
-  readiness check for workers that have no HTTP endpoint: their broker).
+- ``--tcp HOST:PORT[,HOST:PORT]``: one of them accepts a connection;
+  ``--broker``: the same for ``FRAUD_BOOTSTRAP_SERVERS`` (the readiness of
+  workers that have no HTTP endpoint).
 - ``--process``: PID 1 is running, not a zombie or stopped (the liveness of a
   worker without an HTTP endpoint).
 - none of these: ``FRAUD_HEALTHCHECK_URL`` if set, else
@@ -79,14 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--url", help="GET this URL; healthy on HTTP 200")
     group.add_argument("--tcp", metavar="HOST:PORT[,...]", help="one of these accepts TCP")
+    group.add_argument("--broker", action="store_true",
+                       help="one of FRAUD_BOOTSTRAP_SERVERS accepts TCP")
     group.add_argument("--process", action="store_true", help="PID 1 is running")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     args = parser.parse_args(argv)
-    url = args.url or (None if args.tcp or args.process else default_url())
+    url = args.url or (None if args.tcp or args.broker or args.process else default_url())
     if url:
         healthy, why = check_url(url, args.timeout)
-    elif args.tcp:
-        healthy, why = check_tcp(args.tcp, args.timeout)
+    elif args.tcp or args.broker:
+        addresses = args.tcp or os.environ.get("FRAUD_BOOTSTRAP_SERVERS", "")
+        healthy, why = check_tcp(addresses, args.timeout)
     else:
         healthy, why = check_process()
     print(("healthy: " if healthy else "unhealthy: ") + why, file=sys.stdout if healthy
