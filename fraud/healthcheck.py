@@ -32,7 +32,7 @@ from pathlib import Path
 def check_url(url: str, timeout: float) -> tuple[bool, str]:
     """GET ``url``: healthy on 200."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status == 200, f"{url}: HTTP {response.status}"
     except urllib.error.HTTPError as err:
         return False, f"{url}: HTTP {err.code}"
