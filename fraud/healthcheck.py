@@ -34,8 +34,9 @@ def check_url(url: str, timeout: float) -> tuple[bool, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status == 200, f"{url}: HTTP {response.status}"
-    except urllib.error.HTTPError as err:
-        return False, f"{url}: HTTP {err.code}"
+    except urllib.error.HTTPError as err:  # /healthz says why in its body
+        body = err.read(500).decode("utf-8", "replace").strip()
+        return False, f"{url}: HTTP {err.code} {body}".strip()
     except (urllib.error.URLError, OSError) as err:
         return False, f"{url}: {err}"
 

@@ -15,9 +15,11 @@ from fraud import healthcheck
 def server():
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
+            body = b'{"status": "degraded", "model": "unavailable"}'
             self.send_response(200 if self.path == "/healthz" else 503)
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, *args):
             pass
@@ -30,9 +32,10 @@ def server():
     httpd.server_close()
 
 
-def test_url_is_healthy_on_200_only(server):
+def test_url_is_healthy_on_200_only_and_says_why_not(server, capsys):
     assert healthcheck.main(["--url", f"http://127.0.0.1:{server}/healthz"]) == 0
     assert healthcheck.main(["--url", f"http://127.0.0.1:{server}/other"]) == 1
+    assert '"model": "unavailable"' in capsys.readouterr().err
 
 
 def test_default_url_comes_from_the_metrics_port(server, monkeypatch):
