@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov in its own environment: its pinned dependencies conflict with the project's.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+CHECKOV := checkov>=3.2,<4
 
-.PHONY: install demo test test-slow test-unit test-integration test-all lint bench clean
+.PHONY: install tools demo test test-slow test-unit test-integration test-deploy test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -15,10 +19,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(TOOLS_STAMP): Makefile
+	test -d $(TOOLS) || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --upgrade pip
+	$(TOOLS)/bin/pip install --quiet '$(CHECKOV)'
+	$(TOOLS)/bin/pip check
+	touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/fraud demo --workdir .fraud-demo
 
-test: $(STAMP)
+test: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/pytest -m "not slow" tests
 
 # The tests over ~30 s (full-size simulations, long training runs); CI runs them too.
@@ -31,7 +44,10 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(BIN)/pytest -m "integration and not slow" tests/integration
 
-test-all: $(STAMP)
+test-deploy: $(STAMP) $(TOOLS_STAMP)
+	$(BIN)/pytest tests/deploy tests/unit/test_cluster.py tests/unit/test_healthcheck.py
+
+test-all: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/pytest tests
 
 lint: $(STAMP)
@@ -42,4 +58,4 @@ bench: $(STAMP)
 	$(BIN)/fraud bench scoring
 
 clean:
-	rm -rf $(VENV) .fraud-demo build *.egg-info
+	rm -rf $(VENV) $(TOOLS) .fraud-demo build *.egg-info

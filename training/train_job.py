@@ -7,9 +7,16 @@
    ``train_end`` plus ``delay_days`` count (:meth:`TrainJobConfig.labels_cutoff`),
    for the targets and the features alike (docs/labels.md);
 3. the Beam pipeline (:mod:`training.pipeline`): behavioural features, TFT;
-4. training under ``MirroredStrategy`` (:mod:`training.trainer`);
+4. training (:mod:`training.trainer`): ``MirroredStrategy`` on one machine,
+   ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names a cluster;
 5. the export (:mod:`training.export`) with its metadata: the alert threshold
    is chosen on the validation days' scores from the exported model itself.
+
+In a cluster every worker runs steps 1-3 on its own copy of the input (the
+pipeline is deterministic; the trainer checks that every worker got the same
+data) and step 5 too, but only the chief's export goes to ``model_dir``: the
+others export to a scratch folder that is deleted, so that every worker
+takes part in whatever a save does across the cluster.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from ingest.label_files import (
     label_history,
     read_label_files,
 )
+from training.cluster import current_cluster
 from training.pipeline import TRAIN, VALIDATION, PipelineConfig, window_rows
 from training.settings import TrainConfig
 
@@ -109,6 +117,8 @@ class TrainJobResult:
     timings: dict[str, float]
     #: The trained Keras model, in memory (the export wraps it with the TFT graph).
     model: Any = None
+    #: False on a non-chief worker of a cluster: its export was scratch, now deleted.
+    exported: bool = True
 
 
 # --- checks -----------------------------------------------------------------
@@ -132,6 +142,11 @@ def check_request(config: TrainJobConfig) -> None:
         raise InputError(f"--delay-days must be >= 0, got {config.delay_days}")
     if config.replicas is not None and config.replicas < 1:
         raise InputError(f"--replicas must be >= 1, got {config.replicas}")
+    if config.replicas is not None and current_cluster() is not None:
+        raise InputError(
+            "--replicas splits the CPU of a single-process run; under TF_CONFIG each "
+            "worker trains one replica per GPU (or one on its CPU)"
+        )
     if config.alerts_per_day < 1:
         raise InputError(f"--alerts-per-day must be >= 1, got {config.alerts_per_day}")
     if config.history_days is not None and config.history_days < 0:
@@ -261,6 +276,10 @@ def run(config: TrainJobConfig, progress: Progress | None = None) -> TrainJobRes
         from training.trainer import configure_logical_cpus
 
         configure_logical_cpus(config.replicas)  # before any TensorFlow op runs
+    if current_cluster() is not None:
+        from training.trainer import make_strategy
+
+        make_strategy()  # a cluster's collectives are set up before any TensorFlow op runs
     timings: dict[str, float] = {}
     work_dir = config.work_dir or Path(tempfile.mkdtemp(prefix="fraud-train-"))
     try:
@@ -338,8 +357,14 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
             pipeline_config.transformed_pattern(VALIDATION),
             fraud_rate=train_counts["frauds"] / train_counts["rows"],
         )
-    say(f"trained {result.epochs_run} epochs on {result.replicas} replica(s), best epoch "
-        f"{result.best_epoch} (validation AP {result.validation_average_precision:.3f})")
+    across = f" across {result.workers} workers" if result.workers > 1 else ""
+    role = "" if result.cluster is None else (
+        f" as {result.cluster.task_type} {result.cluster.task_index}"
+        f"{' (chief)' if result.is_chief else ''}")
+    say(f"trained {result.epochs_run} epochs on {result.replicas} replica(s){across}{role}, "
+        f"best epoch {result.best_epoch} (validation AP "
+        f"{result.validation_average_precision:.3f}); rows per replica in the last epoch: "
+        f"{list(result.examples_per_replica)}")
     with _stage("export", timings, say):
         from features.input_groups import baseline_of
         from training.export import export, serving_module
@@ -354,6 +379,8 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
                 **{k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in asdict(config.train).items() if k != "logs_dir"},
                 "replicas": result.replicas,
+                "workers": result.workers,
+                "examples_per_replica": list(result.examples_per_replica),
                 "global_batch_size": result.global_batch_size,
                 "epochs_run": result.epochs_run,
                 "best_epoch": result.best_epoch,
@@ -401,6 +428,15 @@ def _run(config: TrainJobConfig, work_dir: Path, timings: dict[str, float],
 
         module = serving_module(result.model, tft_output, config.train.positive_weight)
         warmup = {n: v[:5] for n, v in inputs.items()}
-        path = export(module, config.model_dir, warmup, finish)
-    metadata = read_metadata(config.model_dir, int(path.name))
-    return TrainJobResult(path, metadata, timings, result.model)
+        if result.is_chief:
+            path = export(module, config.model_dir, warmup, finish)
+            metadata = read_metadata(config.model_dir, int(path.name))
+            return TrainJobResult(path, metadata, timings, result.model)
+        # A non-chief worker exports like the chief, to a scratch folder it then deletes.
+        scratch = Path(tempfile.mkdtemp(prefix="fraud-worker-export-", dir=work_dir))
+        try:
+            path = export(module, scratch, warmup, finish)
+            metadata = read_metadata(scratch, int(path.name))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return TrainJobResult(path, metadata, timings, result.model, exported=False)

@@ -79,9 +79,46 @@ def train(
                            help="float16 compute on GPUs (ignored without a GPU).")
     ] = False,
     seed: Annotated[int, typer.Option(envvar="FRAUD_SEED", help="Random seed.")] = 0,
+    cluster_workers: Annotated[
+        int | None, typer.Option(envvar="FRAUD_CLUSTER_WORKERS", min=1,
+                                 help="Multi-worker training without TF_CONFIG: the number of "
+                                      "workers (e.g. a Kubernetes Indexed Job's completions); "
+                                      "builds TF_CONFIG with --cluster-address and --task-index.")
+    ] = None,
+    cluster_address: Annotated[
+        str | None, typer.Option(envvar="FRAUD_CLUSTER_ADDRESS", metavar="PATTERN",
+                                 help="Each worker's HOST:PORT with {index} for its number, "
+                                      "e.g. fraud-train-{index}.fraud-train:2222.")
+    ] = None,
+    task_index: Annotated[
+        int | None, typer.Option(envvar="JOB_COMPLETION_INDEX", min=0,
+                                 help="This worker's number (Kubernetes sets "
+                                      "JOB_COMPLETION_INDEX in an Indexed Job); 0 is the chief.")
+    ] = None,
 ) -> None:
-    """Retrain the model on a window of labelled history and export a new version."""
+    """Retrain the model on a window of labelled history and export a new version.
+
+    With TF_CONFIG naming a cluster (or --cluster-workers), every worker runs this same
+    command: they train one model together (MultiWorkerMirroredStrategy) and the chief
+    alone exports it and prints its path; another worker prints a JSON summary last.
+    """
+    import json
+    import os
+
+    from features.errors import InputError
     from fraud.cli.console import stderr_console
+
+    if cluster_workers is not None:
+        from training.cluster import indexed_job_tf_config
+
+        if os.environ.get("TF_CONFIG"):
+            raise InputError("give either TF_CONFIG or --cluster-workers, not both")
+        if cluster_address is None or task_index is None:
+            raise InputError("--cluster-workers needs --cluster-address and --task-index "
+                             "(JOB_COMPLETION_INDEX)")
+        os.environ["TF_CONFIG"] = indexed_job_tf_config(task_index, cluster_workers,
+                                                        cluster_address)
+
     from training.settings import TrainConfig
     from training.train_job import TrainJobConfig, run
 
@@ -103,4 +140,11 @@ def train(
                           mixed_precision=mixed_precision, seed=seed),
     )
     result = run(config, progress=lambda message: console.log(message))
-    print(result.export_path)
+    if result.exported:
+        print(result.export_path)
+    else:
+        training = result.metadata.details["training"]
+        print(json.dumps({"exported": None, "role": "worker",
+                          "workers": training["workers"], "replicas": training["replicas"],
+                          "examples_per_replica": training["examples_per_replica"],
+                          "validation_metrics": result.metadata.details["validation_metrics"]}))
