@@ -247,14 +247,13 @@ class BehaviourState:
         return decode_state(data, cls)
 
 
-def terminal_store(config: BehaviourConfig, *, retention_extra_us: int = 0) -> TerminalStore:
+def terminal_store(config: BehaviourConfig) -> TerminalStore:
     """A terminal store with ``config``'s windows, delay, tolerance and label latency."""
     return TerminalStore(
         config.windows_days,
         config.delay_days,
         config.late_tolerance_hours * 3_600_000_000,
         config.label_latency_minutes * 60_000_000,
-        retention_extra_us,
     )
 
 

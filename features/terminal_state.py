@@ -137,7 +137,6 @@ class TerminalStore:
         delay_days: int,
         late_tolerance_us: int,
         label_latency_us: int = 0,
-        retention_extra_us: int = 0,
     ) -> None:
         self.windows_us = tuple(int(w) * DAY_US for w in windows_days)
         self.delay_us = int(delay_days) * DAY_US
@@ -147,7 +146,7 @@ class TerminalStore:
         #: one: their terminal windows may miss expired history (a metric, not an error).
         self.too_late = 0
         self.horizon_us = (
-            self.delay_us + max(self.windows_us) + late_tolerance_us + retention_extra_us
+            self.delay_us + max(self.windows_us) + late_tolerance_us
         )
         self.histories: dict[str, TerminalHistory] = {}
         #: Labels that arrived before their transaction: id -> (time_us, terminal, fraud, known).

@@ -35,7 +35,10 @@ def terminal_stage(
     checkpoint_seconds: opt.CheckpointSeconds = S.checkpoint_seconds,
     checkpoint_timeout_seconds: opt.CheckpointTimeout = S.checkpoint_timeout_seconds,
     retention_cap_days: Annotated[
-        int, typer.Option(help="Terminal history kept beyond the look-back, at most.")
+        int, typer.Option(min=0, help="0: keep the terminal history any scorer may still "
+                                      "need (exact). N: keep at most N days beyond the "
+                                      "look-back (bounded memory; a scorer trailing further "
+                                      "gets terminal features that miss older history).")
     ] = S.retention_cap_days,
     exit_when_idle: opt.ExitWhenIdle = None,
     rebuild_state: opt.RebuildState = S.rebuild_state,

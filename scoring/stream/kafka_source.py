@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ingest.kafka_io import KafkaSettings, dead_letter_headers, make_consumer, make_producer
@@ -187,14 +187,24 @@ class KafkaSource:
                 total += max(0, high - self._consumer.position(tp))
         return total
 
-    def drained(self) -> set[Partition]:
-        """Assigned partitions whose position has reached the last fetched high watermark."""
-        out = set()
-        for tp in self._consumer.assignment():
-            high = self._consumer.highwater(tp)
-            if high is not None and self._consumer.position(tp) >= high:
-                out.add((tp.topic, tp.partition))
-        return out
+    def end_offsets(self, topics: Sequence[str]) -> dict[Partition, int]:
+        """Every partition of ``topics`` with its end offset (a ListOffsets request now)."""
+        from kafka import TopicPartition
+
+        tps = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(self._consumer.partitions_for_topic(topic) or ())
+        ]
+        if not tps:
+            return {}
+        from kafka.errors import KafkaError
+
+        try:
+            found = self._consumer.end_offsets(tps)
+        except KafkaError as err:
+            raise DependencyDown(f"end offsets unavailable: {err}") from err
+        return {(tp.topic, tp.partition): int(offset) for tp, offset in found.items()}
 
     def rejoin(self) -> None:
         """Leave the group and subscribe again: the next poll joins as a new member.

@@ -137,6 +137,18 @@ class ScorerMetrics:
             "Batches held until the terminal stage had read far enough",
             registry=r,
         )
+        self.events_past_stage_retention = Counter(
+            "fraud_scorer_events_past_stage_retention",
+            "Events scored whose look-back reaches before what the terminal stage still "
+            "holds (its --retention-cap-days forgot history they needed)",
+            registry=r,
+        )
+        self.stage_retention_capped = Counter(
+            "fraud_stage_retention_capped",
+            "Terminal-stage sweeps whose --retention-cap-days forgot history a scorer "
+            "may still need",
+            registry=r,
+        )
         self.checkpoint_age_seconds = Gauge(
             "fraud_scorer_checkpoint_age_seconds",
             "Seconds since the last state checkpoint while there is progress it does not hold",

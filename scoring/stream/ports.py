@@ -101,8 +101,12 @@ class MessageSource(Protocol):
         """Messages behind the end of the assigned partitions (best effort)."""
         ...
 
-    def drained(self) -> set[Partition]:
-        """Assigned partitions read to their end (as of the last fetch)."""
+    def positions(self) -> dict[Partition, int]:
+        """The next offset to read of every assigned partition."""
+        ...
+
+    def end_offsets(self, topics: Sequence[str]) -> dict[Partition, int]:
+        """Every partition of ``topics`` with its end offset, asked of the broker now."""
         ...
 
     def partition_count(self, topic: str) -> int | None:

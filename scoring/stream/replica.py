@@ -22,7 +22,7 @@ from features.terminal_state import TerminalStore
 from features.timebase import DAY_US
 from scoring.stream.ports import SavedState
 from scoring.stream.sealed import CheckpointUnusable, unseal
-from scoring.terminal_stage.protocol import StageProgress, config_from_json, decode
+from scoring.terminal_stage.protocol import InputEnds, StageProgress, config_from_json, decode
 
 log = logging.getLogger(__name__)
 
@@ -141,23 +141,30 @@ class TerminalReplica:
             log.warning("terminal replica waits for the stage's new checkpoint: %s", err)
             self.progress = StageProgress()
 
-    def covers(self, time_us: int, kafka_ms: int) -> bool:
-        """Whether events up to ``time_us`` (Kafka time ``kafka_ms``) can be scored exactly."""
+    def covers(self, time_us: int, ends: InputEnds | None = None) -> bool:
+        """Whether events up to ``time_us`` can be scored exactly (:class:`StageProgress`)."""
         assert self.config is not None
         return self.progress.covers(
             time_us,
-            kafka_ms,
             self.config.delay_days * DAY_US,
             self.config.label_latency_minutes * 60_000_000,
+            ends,
         )
 
-    def lag_seconds(self, time_us: int) -> float:
+    @property
+    def horizon_us(self) -> int:
+        """How far back (event time) an event's terminal features look."""
+        assert self.store is not None
+        return self.store.horizon_us
+
+    def lag_seconds(self, time_us: int, ends: InputEnds | None = None) -> float:
         """Event-time seconds the stage is behind what ``time_us`` needs (0 when it is not)."""
         assert self.config is not None
         lag = self.progress.lag_us(
             time_us,
             self.config.delay_days * DAY_US,
             self.config.label_latency_minutes * 60_000_000,
+            ends,
         )
         return max(0, lag) / 1e6
 

@@ -73,6 +73,7 @@ from scoring.stream.retry import Aborted, Retrier
 from scoring.stream.sealed import CheckpointUnusable
 from scoring.stream.served_model import ModelRefused, ServedModel
 from scoring.stream.settings import ScorerSettings
+from scoring.terminal_stage.protocol import InputEnds
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ class Scorer:
         self._state_lock = threading.RLock()
         self._rebalanced = False
         self._in_batch = False
+        self._retention_logged_at = 0.0
         self._idle_since: float | None = None
         #: Messages of a batch that failed in feature computation: replayed one by one.
         self._suspects: set[MessageId] = set()
@@ -430,25 +432,37 @@ class Scorer:
         table = decoded.transactions
         if not table.num_rows:
             return
-        latest_us = int(to_epoch_us(table.column(spec.TIMESTAMP)).max())
-        kafka_ms = max(m.timestamp_ms for m in decoded.transaction_messages)
-        if self.replica.covers(latest_us, kafka_ms):
+        times = to_epoch_us(table.column(spec.TIMESTAMP))
+        latest_us = int(times.max())
+        self._check_retention(int(times.min()), table.num_rows)
+        if self.replica.covers(latest_us):
+            return
+        # Asked now, after the batch was fetched: whatever was appended before
+        # these events is below these offsets.
+        ends = self._input_ends()
+        if self.replica.covers(latest_us, ends):
             return
         self.metrics.terminal_stage_waits.inc()
         health = self.metrics.health
         waited_from = time.monotonic()
         kept_alive = waited_from
-        while not self.replica.covers(latest_us, kafka_ms):
+        while not self.replica.covers(latest_us, ends):
             if self._stop.is_set() or self._rebalanced:
                 raise Aborted("waiting for the terminal stage")
             self.replica.follow(50)
             now = time.monotonic()
             if now - waited_from > STAGE_WAIT_REPORT_SECONDS:
-                lag = self.replica.lag_seconds(latest_us)
+                lag = self.replica.lag_seconds(latest_us, ends)
                 waiting = (
                     f"waiting: the terminal stage is {lag:.0f} s (event time) behind what "
                     "the next events need"
                 )
+                if self.replica.progress.reads_other_topics(ends):
+                    waiting = (
+                        f"waiting: the terminal stage reads {self.replica.progress.topics}, "
+                        f"this scorer {ends.topics}: give both the same --topic and "
+                        "--labels-topic"
+                    )
                 if health.terminal_stage != waiting:
                     log.warning("%s (its progress: %s)", waiting, self.replica.progress)
                 health.terminal_stage = waiting
@@ -459,6 +473,33 @@ class Scorer:
                 kept_alive = now
         health.terminal_stage, health.terminal_stage_lag_seconds = "", 0.0
         self.metrics.terminal_stage_lag_seconds.set(0)
+
+    def _check_retention(self, earliest_us: int, events: int) -> None:
+        """Count (and log, once a minute) events whose look-back the stage no longer holds."""
+        floor = self.replica.expiry_floor_us
+        if floor is None or earliest_us - self.replica.horizon_us >= floor:
+            return
+        self.metrics.events_past_stage_retention.inc(events)
+        now = time.monotonic()
+        if now - self._retention_logged_at > 60:
+            self._retention_logged_at = now
+            log.warning(
+                "the terminal stage has forgotten history these events' look-back needs "
+                "(its --retention-cap-days is shorter than this scorer trails it): their "
+                "terminal features may miss older transactions"
+            )
+
+    def _input_ends(self) -> InputEnds:
+        """The end offsets of the stage's inputs (transactions and labels), asked now."""
+        topics = [self.settings.topic] + (
+            [self.settings.labels_topic] if self.settings.labels_topic else []
+        )
+        found = self._retry(lambda: self.source.end_offsets(topics), "end offsets", "broker")
+        return InputEnds(
+            {p: end for (t, p), end in found.items() if t == self.settings.topic},
+            {p: end for (t, p), end in found.items() if t == self.settings.labels_topic},
+            (self.settings.topic, self.settings.labels_topic),
+        )
 
     def _compute(self, decoded: DecodedBatch, messages: list[Message]) -> _Scored:
         """Features into the state, then scores; rewinds if computing the features raises."""

@@ -317,8 +317,8 @@ class SqlPartitionStore(_GroupStore):
             result = session.execute(delete(table).where(table.c.consumer_group == self._group))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    def oldest_watermark(self) -> int | None:
-        """The smallest event-time watermark over the partitions' newest rows."""
+    def marks(self) -> dict[Partition, tuple[int | None, int]]:
+        """Per partition, its newest row's event-time watermark and next offset."""
         table = PARTITION_ROWS
         newest = (
             select(table.c.topic, table.c.partition, func.max(table.c.seq).label("seq"))
@@ -326,12 +326,17 @@ class SqlPartitionStore(_GroupStore):
             .group_by(table.c.topic, table.c.partition)
             .subquery()
         )
-        stmt = select(func.min(table.c.watermark_us)).join(
+        stmt = select(
+            table.c.topic, table.c.partition, table.c.watermark_us, table.c.next_offset
+        ).join(
             newest,
             (table.c.topic == newest.c.topic)
             & (table.c.partition == newest.c.partition)
             & (table.c.seq == newest.c.seq),
         ).where(table.c.consumer_group == self._group)
         with _classified(), self._sessions.begin() as session:
-            value = session.execute(stmt).scalar()
-        return None if value is None else int(value)
+            found = session.execute(stmt).all()
+        return {
+            (topic, int(partition)): (None if mark is None else int(mark), int(offset))
+            for topic, partition, mark, offset in found
+        }

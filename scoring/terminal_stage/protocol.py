@@ -12,12 +12,13 @@ One message on the state topic per stage batch, an Arrow IPC stream:
 
 **Progress** is what makes scoring exact (docs/scale-out.md). For each input
 partition the stage reports the event time it has reached (``labelled_at``
-for labels) and, when it has read the partition to its end, the Kafka time
-(the largest message timestamp it has read anywhere) at which it was seen at
-its end. An event of time ``t`` and Kafka timestamp ``k`` may be scored once,
-for every transactions partition, the stage has reached ``t - delay`` or had
-read the partition to its end by Kafka time ``k``, and likewise for every
-labels partition with ``t - label latency``.
+for labels) and its position (the next offset it reads: everything before it
+is in the state it published). An event of time ``t`` may be scored once,
+for every transactions partition, the stage has reached ``t - delay`` or read
+up to the partition's end offset as the scorer asked the broker for it
+*after* fetching the event, and likewise for every labels partition with
+``t - label latency``. Offsets, not clocks: nothing appended before the
+scorer's question can be missing from the stage's state.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ import pyarrow as pa
 from features.behaviour import BehaviourConfig
 from features.terminal_state import Entry
 
-#: Layout version of a state-topic message.
-PROTOCOL_VERSION = 1
+#: Layout version of a state-topic message, and the versions a replica reads (version 1
+#: had no positions: its progress counts by event time alone).
+PROTOCOL_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 STATE_TOPIC = "fraud-terminal-state"
 _SCHEMA = pa.schema(
     [
@@ -53,14 +56,24 @@ class PartitionProgress:
 
     #: Latest event time read (µs; ``labelled_at`` on the labels topic), None before any.
     reached_us: int | None = None
-    #: Kafka time (ms) at which the partition was last seen read to its end, if it was.
-    drained_at_ms: int | None = None
+    #: Next offset the stage reads: every message before it is in what it published.
+    position: int | None = None
 
-    def covers(self, needed_us: int, kafka_ms: int) -> bool:
-        """Whether an event needing ``needed_us`` with Kafka time ``kafka_ms`` is covered."""
+    def covers(self, needed_us: int, end: int | None) -> bool:
+        """Whether the stage has reached ``needed_us`` or read to offset ``end``."""
         if self.reached_us is not None and self.reached_us >= needed_us:
             return True
-        return self.drained_at_ms is not None and self.drained_at_ms >= kafka_ms
+        return end is not None and self.position is not None and self.position >= end
+
+
+@dataclass(frozen=True)
+class InputEnds:
+    """End offsets of the stage's input partitions, as a scorer asked the broker for them."""
+
+    transactions: Mapping[int, int] = field(default_factory=dict)
+    labels: Mapping[int, int] = field(default_factory=dict)
+    #: The topics asked about (the scorer's ``--topic`` and ``--labels-topic``).
+    topics: tuple[str, str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,38 +82,74 @@ class StageProgress:
 
     transactions: Mapping[int, PartitionProgress] = field(default_factory=dict)
     labels: Mapping[int, PartitionProgress] = field(default_factory=dict)
+    #: The topics the stage reads (transactions, labels); None from a version-1 stage.
+    topics: tuple[str, str | None] | None = None
 
-    def covers(self, time_us: int, kafka_ms: int, delay_us: int, latency_us: int) -> bool:
-        """Whether events up to ``time_us`` / ``kafka_ms`` can be scored exactly."""
-        if not self.transactions:
+    def reads_other_topics(self, ends: InputEnds) -> bool:
+        """Whether the stage reads other topics than the scorer asked the ends of."""
+        return None not in (self.topics, ends.topics) and self.topics != ends.topics
+
+    def covers(
+        self, time_us: int, delay_us: int, latency_us: int, ends: InputEnds | None = None
+    ) -> bool:
+        """Whether events up to ``time_us`` can be scored exactly.
+
+        Without ``ends`` only event times count (the cheap check, enough while
+        the stage is far enough along every partition); with ``ends`` a
+        partition the stage has read to its end offset counts too, and every
+        partition the broker named must be in the progress.
+        """
+        if not self.transactions or (ends is not None and self.reads_other_topics(ends)):
             return False
-        return all(
-            p.covers(time_us - delay_us, kafka_ms) for p in self.transactions.values()
-        ) and all(p.covers(time_us - latency_us, kafka_ms) for p in self.labels.values())
+        for parts, needed, known in (
+            (self.transactions, time_us - delay_us, None if ends is None else ends.transactions),
+            (self.labels, time_us - latency_us, None if ends is None else ends.labels),
+        ):
+            names = set(parts) if known is None else set(parts) | set(known)
+            for p in names:
+                progress = parts.get(p)
+                end = None if known is None else known.get(p)
+                if progress is None or not progress.covers(needed, end):
+                    return False
+        return True
 
-    def lag_us(self, time_us: int, delay_us: int, latency_us: int) -> int:
+    def lag_us(
+        self, time_us: int, delay_us: int, latency_us: int, ends: InputEnds | None = None
+    ) -> int:
         """How far (event time) the slowest input is behind what ``time_us`` needs (>= 0)."""
         lags = [0]
-        for parts, margin in ((self.transactions, delay_us), (self.labels, latency_us)):
-            for p in parts.values():
-                if p.drained_at_ms is None:
-                    reached = p.reached_us if p.reached_us is not None else 0
+        for parts, margin, known in (
+            (self.transactions, delay_us, None if ends is None else ends.transactions),
+            (self.labels, latency_us, None if ends is None else ends.labels),
+        ):
+            for p, progress in parts.items():
+                end = None if known is None else known.get(p)
+                if not progress.covers(time_us - margin, end):
+                    reached = progress.reached_us if progress.reached_us is not None else 0
                     lags.append(time_us - margin - reached)
         return max(lags)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {
+        out: dict[str, Any] = {
             "transactions": {str(k): asdict(v) for k, v in self.transactions.items()},
             "labels": {str(k): asdict(v) for k, v in self.labels.items()},
         }
+        if self.topics is not None:
+            out["topics"] = list(self.topics)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StageProgress:
         """Inverse of :meth:`to_json`."""
+        def part(value: Mapping[str, Any]) -> PartitionProgress:
+            return PartitionProgress(value.get("reached_us"), value.get("position"))
+
+        topics = data.get("topics")
         return cls(
-            {int(k): PartitionProgress(**v) for k, v in data.get("transactions", {}).items()},
-            {int(k): PartitionProgress(**v) for k, v in data.get("labels", {}).items()},
+            {int(k): part(v) for k, v in data.get("transactions", {}).items()},
+            {int(k): part(v) for k, v in data.get("labels", {}).items()},
+            None if topics is None else (str(topics[0]), topics[1]),
         )
 
 
@@ -160,7 +209,7 @@ def decode(data: bytes) -> StateMessage:
         header = json.loads((table.schema.metadata or {})[b"header"])
     except (pa.ArrowInvalid, KeyError, ValueError) as err:
         raise ValueError(f"not a terminal-stage message: {err}") from None
-    if header.get("version") != PROTOCOL_VERSION:
+    if header.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"terminal-stage message version {header.get('version')!r}")
     cols = table.to_pydict()
     entries = list(

@@ -78,8 +78,8 @@ class StatePublisher(Protocol):
 class FloorSource(Protocol):
     """How far back any scorer may still need terminal history."""
 
-    def oldest_watermark(self) -> int | None:
-        """The smallest event-time watermark of the scorers' partition checkpoints, if any."""
+    def marks(self) -> dict[Partition, tuple[int | None, int]]:
+        """Per scorer partition, its newest checkpoint row's watermark and next offset."""
         ...
 
 
@@ -134,9 +134,7 @@ class TerminalStage:
         self.state: TerminalStore = self._new_state()
         self.epoch = uuid.uuid4().hex
         self.next_output_offset = 0
-        self.kafka_clock_ms: int | None = None
         self.reached: dict[Partition, int] = {}
-        self.drained_at: dict[Partition, int] = {}
         self.expiry_floor_us: int | None = None
         self._last_sweep_us: int | None = None
         self._stop = threading.Event()
@@ -151,8 +149,7 @@ class TerminalStage:
         self._pending_entries: list[Entry] = []
 
     def _new_state(self) -> TerminalStore:
-        extra = self.settings.retention_cap_days * DAY_US
-        return terminal_store(self.config, retention_extra_us=extra)
+        return terminal_store(self.config)
 
     def stop(self) -> None:
         """Finish the current batch and return (signal-safe)."""
@@ -245,7 +242,6 @@ class TerminalStage:
         self.state = state
         self.epoch = header["epoch"]
         self.next_output_offset = int(header["next_output_offset"])
-        self.kafka_clock_ms = header.get("kafka_clock_ms")
         self.expiry_floor_us = header.get("expiry_floor_us")
         self.reached = {_partition(k): v for k, v in header.get("reached", {}).items()}
         self.checkpointer.positions = dict(saved.positions)
@@ -346,27 +342,25 @@ class TerminalStage:
             t = int(label["labelled_at"].timestamp() * 1_000_000)  # type: ignore[attr-defined]
             if t > self.reached.get(key, -(2**62)):
                 self.reached[key] = t
-        stamps = [m.timestamp_ms for m in (*tx_messages, *label_messages) if m.timestamp_ms]
-        if stamps:
-            self.kafka_clock_ms = max(self.kafka_clock_ms or 0, max(stamps))
 
     def progress(self) -> StageProgress:
-        """The progress published now: event times reached, and when drained."""
-        drained = self.source.drained() if self._assigned else set()
-        clock = self.kafka_clock_ms
-        for key in drained:
-            if clock is not None:
-                self.drained_at[key] = clock
+        """The progress published now: event times reached and positions.
+
+        Called between batches only, when every message polled so far is in
+        the state (and in the entries this message or an earlier one carries),
+        so the consumer's positions are what the state has read.
+        """
+        positions = self.source.positions() if self._assigned else {}
         parts: dict[str, dict[int, PartitionProgress]] = {"tx": {}, "labels": {}}
         topics = {self.settings.topic: "tx", self.settings.labels_topic: "labels"}
-        for key in set(self.reached) | set(self.drained_at) | set(self.checkpointer.positions):
+        for key in set(self.reached) | set(positions) | set(self.checkpointer.positions):
             kind = topics.get(key[0])
             if kind is None:
                 continue
-            parts[kind][key[1]] = PartitionProgress(
-                self.reached.get(key), self.drained_at.get(key) if key in drained else None
-            )
-        return StageProgress(parts["tx"], parts["labels"])
+            parts[kind][key[1]] = PartitionProgress(self.reached.get(key), positions.get(key))
+        return StageProgress(
+            parts["tx"], parts["labels"], (self.settings.topic, self.settings.labels_topic)
+        )
 
     def _publish(self, *, force: bool) -> None:
         """Publish pending entries with the progress (also when only the progress moved)."""
@@ -399,30 +393,69 @@ class TerminalStage:
     def _sweep(self) -> None:
         """Once per day of event time: forget what no scorer can need any more.
 
-        The floor is the oldest event time of any scorer partition's
-        checkpoint, minus the longest look-back; at most
-        ``retention_cap_days`` behind the stage's own progress.
+        Exact by default: the floor is the earliest event time any scorer
+        partition may still score (:meth:`_needed_from`) minus the look-back,
+        and nothing is forgotten while a partition has no checkpoint row.
+        ``retention_cap_days`` (when set) bounds memory instead: history more
+        than that many days behind the stage's newest transaction plus the
+        look-back goes even if a trailing scorer needs it (logged, counted).
         """
-        if not self.reached:
+        tx = [t for (topic, _), t in self.reached.items() if topic == self.settings.topic]
+        if not tx:
             return
-        head = max(self.reached.values())
+        head = max(tx)
         if self._last_sweep_us is not None and head - self._last_sweep_us < DAY_US:
             return
         self._last_sweep_us = head
-        oldest = self.floor.oldest_watermark()
-        cap = head - self.settings.retention_cap_days * DAY_US
-        needed_from = cap if oldest is None else max(oldest, cap)
-        floor = needed_from - (self.state.horizon_us - self.settings.retention_cap_days * DAY_US)
-        if self.expiry_floor_us is None or floor > self.expiry_floor_us:
+        needed_from = self._needed_from()
+        floor = None if needed_from is None else needed_from - self.state.horizon_us
+        cap = self.settings.retention_cap_days
+        if cap:
+            capped = head - cap * DAY_US - self.state.horizon_us
+            if floor is None or capped > floor:
+                log.warning(
+                    "retention cap: forgetting terminal history before %s although a "
+                    "scorer may still need it (it trails the stage by more than %d days)",
+                    capped, cap,
+                )
+                self.metrics.stage_retention_capped.inc()
+                floor = capped
+        if floor is not None and (self.expiry_floor_us is None or floor > self.expiry_floor_us):
             self.expiry_floor_us = floor
             self.state.expire_before(floor)
+
+    def _needed_from(self) -> int | None:
+        """The earliest event time a scorer may still score, or None for "from the start".
+
+        Per transactions partition: a scorer whose newest checkpoint row is at or
+        past the stage's position there only has events ahead that the stage
+        has not read (their times from the stage's reached time on); one that
+        trails restarts, at worst, from its row's watermark; a partition with no
+        row may be scored from its first offset.
+        """
+        marks = self.floor.marks()
+        needed: list[int] = []
+        partitions = {k for k in (*self.reached, *self.checkpointer.positions)
+                      if k[0] == self.settings.topic}
+        for key in partitions:
+            mark = marks.get(key)
+            if mark is None:
+                return None
+            watermark, next_offset = mark
+            if next_offset >= self.checkpointer.positions.get(key, 0):
+                if key in self.reached:
+                    needed.append(self.reached[key])
+            elif watermark is None:
+                return None
+            else:
+                needed.append(watermark)
+        return min(needed) if needed else None
 
     def _snapshot(self) -> SavedState:
         header = {
             "config": config_json(self.config),
             "epoch": self.epoch,
             "next_output_offset": self.next_output_offset,
-            "kafka_clock_ms": self.kafka_clock_ms,
             "expiry_floor_us": self.expiry_floor_us,
             "reached": {f"{t}:{p}": v for (t, p), v in self.reached.items()},
         }

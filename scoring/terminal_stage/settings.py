@@ -31,8 +31,10 @@ class StageSettings:
     heartbeat_seconds: float = 1.0
     checkpoint_seconds: float = 30.0
     checkpoint_timeout_seconds: float = 120.0
-    #: Terminal history kept beyond the look-back for scorers that trail the stage.
-    retention_cap_days: int = 30
+    #: 0: keep the terminal history any scorer partition may still need (exact).
+    #: N: forget history more than N days (plus the look-back) behind the newest
+    #: transaction, even if a scorer trailing that far still needs it (bounded memory).
+    retention_cap_days: int = 0
     exit_when_idle_seconds: float | None = None
     retry_initial_seconds: float = 0.2
     retry_max_seconds: float = 10.0

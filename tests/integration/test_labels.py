@@ -117,14 +117,12 @@ def test_with_delayed_labels_stream_features_and_scores_equal_the_batch_path(
                         endpoints.model)
     with stage:
         scorer = ScorerThread(topics.settings(threshold=0.0), endpoints).start()
-        # Paced: events that need each other's terminal state are seconds apart in Kafka
-        # time (7 days of event time), far more than a producer batch's linger. Unpaced,
-        # a bulk replay can race the stage's "read to the end by Kafka time k" rule
-        # (docs/labels.md, "Limits").
+        # Unpaced: months of events within a few seconds of Kafka time, the case where
+        # only offsets (not timestamps) can say what the stage has read.
         sent = json.loads(fraud("produce", "--input", str(bank), "--bootstrap-servers",
                                 kafka_broker.bootstrap, "--topic", topics.transactions,
                                 "--labels-topic", topics.labels,
-                                "--label-protocol", "realistic", "--rate", "400"))
+                                "--label-protocol", "realistic"))
         assert sent["sent"] == table.num_rows and sent["labels_sent"] == labels.num_rows
         wait_for(lambda: len(alert_rows(sqlite_url)) == table.num_rows, 240, "every alert")
         scorer.process.scorer.stop()

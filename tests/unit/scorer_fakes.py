@@ -76,8 +76,11 @@ class FakeSource:
         messages: list[Message],
         partitions: int | None = None,
         topics: tuple[str, ...] = ("transactions",),
+        others: list[Message] | None = None,
     ) -> None:
         self.messages = messages
+        self.others = others or []
+        self.end_queries = 0
         counts = {t: 1 for t in topics}
         for m in messages:
             counts[m.topic] = max(counts.get(m.topic, 1), m.partition + 1)
@@ -85,7 +88,7 @@ class FakeSource:
             counts["transactions"] = partitions
         self.counts = counts
         self.all = sorted((t, p) for t, n in counts.items() for p in range(n))
-        self.positions: dict[Partition, int] = {}
+        self.at: dict[Partition, int] = {}
         self.commits: list[dict[Partition, int]] = []
         self.assigned: Callable[[list[Partition]], dict[Partition, int]] | None = None
         self.revoked: Callable[[list[Partition]], None] | None = None
@@ -99,17 +102,17 @@ class FakeSource:
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Message]:
         if self.assigned is not None:
-            self.positions.update(self.assigned(list(self.all)))
+            self.at.update(self.assigned(list(self.all)))
             self.assigned = None
         out = []
         for m in self.messages:
             key = (m.topic, m.partition)
-            if key in self.held or m.offset < self.positions.get(key, 0):
+            if key in self.held or m.offset < self.at.get(key, 0):
                 continue
             if out and any((o.topic, o.partition) == key and o.offset >= m.offset for o in out):
                 continue
             out.append(m)
-            self.positions[key] = m.offset + 1
+            self.at[key] = m.offset + 1
             if len(out) == max_records:
                 break
         return out
@@ -122,15 +125,22 @@ class FakeSource:
 
     def lag(self) -> int:
         return sum(
-            1 for m in self.messages if m.offset >= self.positions.get((m.topic, m.partition), 0)
+            1 for m in self.messages if m.offset >= self.at.get((m.topic, m.partition), 0)
         )
 
-    def drained(self) -> set[Partition]:
-        ends = {}
-        for m in self.messages:
+    def positions(self) -> dict[Partition, int]:
+        return {k: self.at.get(k, 0) for k in self.all}
+
+    def end_offsets(self, topics) -> dict[Partition, int]:
+        """Ends of ``topics`` from our messages and those only the stage reads (``others``)."""
+        ends = {k: 0 for k in self.all if k[0] in topics}
+        ends.update({(t, 0): 0 for t in topics if all(k[0] != t for k in ends)})
+        for m in [*self.messages, *self.others]:
             key = (m.topic, m.partition)
-            ends[key] = max(ends.get(key, 0), m.offset + 1)
-        return {k for k in self.all if self.positions.get(k, 0) >= ends.get(k, 0)}
+            if m.topic in topics:
+                ends[key] = max(ends.get(key, 0), m.offset + 1)
+        self.end_queries += 1
+        return ends
 
     def partition_count(self, topic: str) -> int:
         return self.counts.get(topic, 0)
@@ -139,7 +149,7 @@ class FakeSource:
         raise AssertionError("every partition is always ours here")
 
     def rewind(self, positions: dict[Partition, int]) -> None:
-        self.positions.update(positions)
+        self.at.update(positions)
         self.rewinds += 1
 
     def beginning_offsets(self, partitions: list[Partition]) -> dict[Partition, int]:
@@ -245,10 +255,9 @@ class FakePartitionStore:
         self.by_partition.clear()
         return count
 
-    def oldest_watermark(self) -> int | None:
-        marks = [c[-1].watermark_us for c in self.by_partition.values() if c]
-        marks = [m for m in marks if m is not None]
-        return min(marks) if marks else None
+    def marks(self) -> dict[Partition, tuple[int | None, int]]:
+        chains = self.by_partition.items()
+        return {k: (c[-1].watermark_us, c[-1].next_offset) for k, c in chains if c}
 
 
 class FakeModel:
@@ -324,8 +333,10 @@ class FakeFollower:
 
 
 class NoFloor:
-    def oldest_watermark(self) -> int | None:
-        return None
+    """No scorer has a checkpoint row: the stage may forget nothing (without a cap)."""
+
+    def marks(self) -> dict[Partition, tuple[int | None, int]]:
+        return {}
 
 
 def run_stage(
@@ -371,7 +382,11 @@ def make_scorer(
     _, publisher, stage_store = run_stage(
         stage_messages if stage_messages is not None else messages, behaviour
     )
-    source = source or FakeSource([m for m in messages if m.topic == "transactions"])
+    stage_input = stage_messages if stage_messages is not None else messages
+    source = source or FakeSource(
+        [m for m in messages if m.topic == "transactions"],
+        others=[m for m in stage_input if m.topic != "transactions"],
+    )
     dlq = FakeDeadLetters()
     store = store or FakeStore()
     partition_store = partition_store or FakePartitionStore()
