@@ -6,10 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextmanager
@@ -17,18 +17,18 @@ def model_server_process(
     model_dir: Path, *, stderr: IO[bytes] | int = subprocess.DEVNULL
 ) -> Iterator[int]:
     """Start the server, wait for its ready line, yield its gRPC port; SIGTERM it on exit."""
+    with model_server_command(["--model-dir", str(model_dir)], stderr=stderr) as ready:
+        yield int(ready["grpc_port"])
+
+
+@contextmanager
+def model_server_command(
+    args: Sequence[str], *, stderr: IO[bytes] | int = subprocess.DEVNULL
+) -> Iterator[dict[str, Any]]:
+    """``fraud model-server ARGS`` on free ports; yields its ready JSON (ports, versions)."""
     fraud = str(Path(sys.executable).with_name("fraud"))
     process = subprocess.Popen(
-        [
-            fraud,
-            "model-server",
-            "--model-dir",
-            str(model_dir),
-            "--grpc-port",
-            "0",
-            "--rest-port",
-            "0",
-        ],
+        [fraud, "model-server", *args, "--grpc-port", "0", "--rest-port", "0"],
         stdout=subprocess.PIPE,
         stderr=stderr,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
@@ -38,7 +38,7 @@ def model_server_process(
         line = process.stdout.readline()
         if not line:
             raise RuntimeError(f"fraud model-server exited before it was ready ({process.wait()})")
-        yield int(json.loads(line)["grpc_port"])
+        yield dict(json.loads(line))
     finally:
         process.terminate()
         try:
