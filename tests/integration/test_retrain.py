@@ -18,50 +18,30 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from typer.testing import CliRunner
 
 from features import model_config as configs
 from features import model_registry as registry
 from features import spec
-from features.model_dir import ModelMetadata, list_versions, read_metadata, write_metadata
+from features.model_dir import list_versions, read_metadata
 from ingest.simulator import SimulationConfig, simulate
 from ingest.writers import write_transactions
-from tests.fixtures.model_server import export_toy_model
+from tests.integration.retrain_support import (
+    DEGRADED,
+    FAST_WINDOW,
+    GOOD,
+    ToyTrainer,
+    fast_bank,
+    models,
+    run_retrain,
+)
 
 pytestmark = pytest.mark.integration
 
-# 55 days from 2018-04-01: newest 2018-05-25, labels known through 05-18 (7-day delay),
-# evaluation 05-14..05-18, training 05-10..05-13, history from 04-03 (37 days).
-FAST_DAYS = 55
-WINDOW = ["--train-days", "4", "--eval-days", "5"]
-GOOD, DEGRADED = 5.0, -5.0
-SIGNAL = "terminal_risk_7d"
 
 
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory) -> Path:
-    table = simulate(SimulationConfig(customers=300, terminals=600, days=FAST_DAYS, seed=5)).table
-    lake = tmp_path_factory.mktemp("bank") / "lake"
-    write_transactions(table, lake)
-    return lake
-
-
-class ToyTrainer:
-    """Stands in for training.train_job.run: exports a toy model of ``weight`` into staging."""
-
-    def __init__(self) -> None:
-        self.weight = GOOD
-        self.jobs: list[Any] = []
-
-    def __call__(self, job, progress=None):
-        from training.train_job import TrainJobResult
-
-        self.jobs.append(job)
-        path = export_toy_model(job.model_dir, 1, self.weight, warmup=False, signal=SIGNAL)
-        metadata = ModelMetadata(threshold=0.5, train_start=job.train_start,
-                                 train_end=job.train_end, details={"toy_weight": self.weight})
-        write_metadata(path, metadata)
-        return TrainJobResult(path, read_metadata(job.model_dir, 1), {})
+    return fast_bank(tmp_path_factory.mktemp("bank") / "lake")
 
 
 @pytest.fixture
@@ -72,21 +52,7 @@ def trainer(monkeypatch) -> ToyTrainer:
 
 
 def retrain(bank: Path, model_dir: Path, *args: str) -> tuple[int, dict[str, Any], str]:
-    from fraud.cli import app
-
-    result = CliRunner().invoke(app, ["retrain", "--input", str(bank), "--model-dir",
-                                      str(model_dir), *WINDOW, *args])
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert lines, result.output
-    return result.exit_code, json.loads(lines[-1]), result.output
-
-
-def models(*args: str) -> dict[str, Any]:
-    from fraud.cli import app
-
-    result = CliRunner().invoke(app, ["models", *args])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_retrain(bank, model_dir, *FAST_WINDOW, *args)
 
 
 def test_first_champion_then_a_better_challenger_is_promoted_and_a_worse_one_kept(
