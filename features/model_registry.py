@@ -15,6 +15,14 @@ Two files beside the versions, both written only here:
 Changes take an exclusive lock on ``.models.lock`` in the model directory, so
 two operators (or a retraining and an operator) cannot lose each other's
 change.
+
+The official TF Serving refuses a config change that points a label already
+in use at a version that is not AVAILABLE yet (``fraud model-server`` instead
+keeps the label where it was until the version has loaded). For it, a label
+move to a version not served yet is written in two steps when a ``wait``
+callback is given: first the version is added to the served ones (labels
+unchanged), ``wait(version)`` returns once the server reports it AVAILABLE,
+then the label moves.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import getpass
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -156,6 +164,32 @@ def _write(model_dir: Path, before: configs.ModelConfig | None, name: str, base_
     return config
 
 
+#: Called with a version added to the served ones; returns once the server serves it.
+Wait = Callable[[int], None]
+
+
+def _serve_first(model_dir: Path, before: configs.ModelConfig | None, version: int,
+                 wait: Wait | None) -> None:
+    """Step one of a label move for the official server: load ``version``, labels unchanged."""
+    if wait is None or before is None or before.label(configs.STABLE) is None:
+        return
+    if version in before.policy.aspired(list_versions(model_dir)):
+        return
+    served = set(before.served_versions or before.policy.aspired(list_versions(model_dir)))
+    staged = configs.specific(served | {version}, before.labels, before.name, before.base_path)
+    configs.write(configs.config_path(model_dir), staged)
+    try:
+        wait(version)
+    except Exception as err:
+        append_decision(model_dir, {
+            "action": "label_move_abandoned", "version": version, "reason": str(err),
+            "served_versions": list(staged.served_versions),
+            "stable_before": before.label(configs.STABLE),
+            "stable_after": before.label(configs.STABLE),
+        })
+        raise
+
+
 def _require_version(model_dir: Path, version: int) -> None:
     versions = list_versions(model_dir)
     if version not in versions:
@@ -171,16 +205,18 @@ def promote(
     name: str = "fraud",
     base_path: str | None = None,
     details: Mapping[str, Any] | None = None,
+    wait: Wait | None = None,
 ) -> Change:
     """Label ``version`` stable (keeping the previous stable loaded); log it.
 
     A canary on the same version is cleared (it is now the stable one).
     ``name`` and ``base_path`` are used only when the directory has no config yet.
-    Call under :func:`locked`.
+    ``wait``: two steps for the official server (module doc). Call under :func:`locked`.
     """
     root = require_model_dir(model_dir)
     _require_version(root, version)
     before = read_config(root)
+    _serve_first(root, before, version, wait)
     stable_before = before.label(configs.STABLE) if before else None
     canary_before = before.label(configs.CANARY) if before else None
     history = stable_history(read_decisions(root))
@@ -201,7 +237,7 @@ def promote(
     return Change(config, entry)
 
 
-def rollback(model_dir: str | Path, *, reason: str = "") -> Change:
+def rollback(model_dir: str | Path, *, reason: str = "", wait: Wait | None = None) -> Change:
     """Move ``stable`` back to the stable version before the current one; log it.
 
     Refused when the log knows no earlier stable version, or when the config's
@@ -225,6 +261,7 @@ def rollback(model_dir: str | Path, *, reason: str = "") -> Change:
     history = history[:-1]
     target = history[-1]
     _require_version(root, target)
+    _serve_first(root, before, target, wait)
     canary_before = before.label(configs.CANARY)
     canary = None if canary_before == target else canary_before
     config = _write(root, before, before.name, before.base_path, target, canary, history)
@@ -246,12 +283,18 @@ def set_canary(
     name: str = "fraud",
     base_path: str | None = None,
     details: Mapping[str, Any] | None = None,
+    wait: Wait | None = None,
 ) -> Change:
-    """Point the ``canary`` label at ``version`` (None: remove it); log it. Under :func:`locked`."""
+    """Point the ``canary`` label at ``version`` (None: remove it); log it. Under :func:`locked`.
+
+    ``wait``: two steps for the official server (module doc).
+    """
     root = require_model_dir(model_dir)
     if version is not None:
         _require_version(root, version)
     before = read_config(root)
+    if version is not None:
+        _serve_first(root, before, version, wait)
     stable = before.label(configs.STABLE) if before else None
     canary_before = before.label(configs.CANARY) if before else None
     if version is not None and version == stable:

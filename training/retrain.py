@@ -79,6 +79,10 @@ class RetrainConfig:
     beam_options: tuple[str, ...] = ()
     label_files: tuple[Path, ...] = ()
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: Model servers to wait for between adding a version and moving a label to it
+    #: (the official TF Serving refuses both in one change); none: one change.
+    wait_for_servers: tuple[str, ...] = ()
+    wait_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -343,21 +347,39 @@ def _publish_and_record(config: RetrainConfig, staged: Path, metadata: ModelMeta
         entry = {"action": "retrain", **record, "challenger_version": version,
                  "timings": timings, "input": decision["input"]}
         promoted = decision["decision"] in ("promoted", "first_champion", "canary")
+        wait = None
+        if config.wait_for_servers:
+            from scoring.clients.wait import waiter
+
+            wait = waiter(list(config.wait_for_servers), config.model_name,
+                          config.wait_seconds, say)
         if not promoted:
             registry.record(config.model_dir, {**entry, "version": version})
-        elif decision["decision"] == "canary":
-            registry.set_canary(config.model_dir, version, action="retrain", details=entry,
-                                name=config.model_name, base_path=config.serving_base_path)
         else:
-            registry.promote(config.model_dir, version, action="retrain", details=entry,
-                             reason=decision["reason"], name=config.model_name,
-                             base_path=config.serving_base_path)
+            try:
+                if decision["decision"] == "canary":
+                    registry.set_canary(config.model_dir, version, action="retrain",
+                                        details=entry, name=config.model_name,
+                                        base_path=config.serving_base_path, wait=wait)
+                else:
+                    registry.promote(config.model_dir, version, action="retrain",
+                                     details=entry, reason=decision["reason"],
+                                     name=config.model_name,
+                                     base_path=config.serving_base_path, wait=wait)
+            except InputError as err:
+                decision.update(decision="promotion_incomplete", reason=(
+                    f"{decision['reason']}; but the label did not move: {err}"))
+                promoted = False
+                registry.record(config.model_dir, {
+                    **entry, "version": version, "decision": decision["decision"],
+                    "reason": decision["reason"]})
         config_now = registry.read_config(config.model_dir)
     decision.update(
         challenger_version=version, timings=timings,
         labels=dict(config_now.labels) if config_now else {},
         served_versions=list(config_now.served_versions) if config_now else [],
         model_config=str(configs.config_path(config.model_dir)),
-        exit_code=EXIT_PROMOTED if promoted else EXIT_KEPT,
+        exit_code=(EXIT_PROMOTED if promoted else
+                   EXIT_FAILED if decision["decision"] == "promotion_incomplete" else EXIT_KEPT),
     )
     return RetrainResult(decision, decision["exit_code"])

@@ -25,6 +25,16 @@ ReasonOption = Annotated[str, typer.Option(help="Why (recorded in the decision l
 NameOption = Annotated[
     str, typer.Option(envvar="FRAUD_MODEL_NAME", help="Model name in a new models.config.")
 ]
+WaitOption = Annotated[
+    list[str] | None,
+    typer.Option("--wait-for-server", metavar="URL", envvar="FRAUD_WAIT_FOR_SERVER",
+                 help="For the official TF Serving: first add the version to the served ones, "
+                      "wait until this server (grpc:// or http://, repeatable) reports it "
+                      "AVAILABLE, then move the label."),
+]
+WaitSecondsOption = Annotated[
+    float, typer.Option(min=0.0, help="Longest wait for --wait-for-server.")
+]
 BasePathOption = Annotated[
     str | None,
     typer.Option(envvar="FRAUD_SERVING_BASE_PATH", show_default="--model-dir, absolute",
@@ -34,6 +44,19 @@ BasePathOption = Annotated[
 
 def _print(payload: dict[str, Any]) -> None:
     print(json.dumps(payload, default=str))
+
+
+def _waiter(urls: list[str] | None, model_dir: Path, seconds: float) -> Any:
+    if not urls:
+        return None
+    from rich.console import Console
+
+    from features.model_registry import read_config
+    from scoring.clients.wait import waiter
+
+    config = read_config(model_dir)
+    console = Console(stderr=True, log_path=False)
+    return waiter(urls, config.name if config else "fraud", seconds, console.log)
 
 
 def _changed(change: Any) -> dict[str, Any]:
@@ -121,6 +144,8 @@ def promote(
     reason: ReasonOption = "",
     model_name: NameOption = "fraud",
     serving_base_path: BasePathOption = None,
+    wait_for_server: WaitOption = None,
+    wait_seconds: WaitSecondsOption = 300.0,
 ) -> None:
     """Label VERSION stable (default: the canary); the previous stable stays loaded."""
     from features import model_registry as registry
@@ -135,19 +160,26 @@ def promote(
             if version is None:
                 raise InputError("no canary version to promote: name the version")
         change = registry.promote(root, version, reason=reason, name=model_name,
-                                  base_path=serving_base_path)
+                                  base_path=serving_base_path,
+                                  wait=_waiter(wait_for_server, root, wait_seconds))
     _print(_changed(change))
 
 
 @app.command("rollback")
-def rollback(model_dir: ModelDirOption, reason: ReasonOption = "") -> None:
+def rollback(
+    model_dir: ModelDirOption,
+    reason: ReasonOption = "",
+    wait_for_server: WaitOption = None,
+    wait_seconds: WaitSecondsOption = 300.0,
+) -> None:
     """Move stable back to the previous stable version (recorded in the decision log)."""
     from features import model_registry as registry
     from features.model_dir import require_model_dir
 
     root = require_model_dir(model_dir)
     with registry.locked(root):
-        change = registry.rollback(root, reason=reason)
+        change = registry.rollback(root, reason=reason,
+                                   wait=_waiter(wait_for_server, root, wait_seconds))
     _print(_changed(change))
 
 
@@ -159,6 +191,8 @@ def canary(
     reason: ReasonOption = "",
     model_name: NameOption = "fraud",
     serving_base_path: BasePathOption = None,
+    wait_for_server: WaitOption = None,
+    wait_seconds: WaitSecondsOption = 300.0,
 ) -> None:
     """Label VERSION canary (scorers with --canary-share send it that share), or --clear."""
     from features import model_registry as registry
@@ -169,5 +203,6 @@ def canary(
     root = require_model_dir(model_dir)
     with registry.locked(root):
         change = registry.set_canary(root, version, reason=reason, name=model_name,
-                                     base_path=serving_base_path)
+                                     base_path=serving_base_path,
+                                     wait=_waiter(wait_for_server, root, wait_seconds))
     _print(_changed(change))

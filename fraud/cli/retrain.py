@@ -103,6 +103,16 @@ def retrain(
                                        help="Beam pipeline option, repeatable.")
     ] = None,
     seed: Annotated[int, typer.Option(envvar="FRAUD_SEED", help="Random seed.")] = 0,
+    wait_for_server: Annotated[
+        list[str] | None,
+        typer.Option("--wait-for-server", metavar="URL", envvar="FRAUD_WAIT_FOR_SERVER",
+                     help="For the official TF Serving: add the new version to the served ones, "
+                          "wait until this server (grpc:// or http://, repeatable) serves it, "
+                          "then move the label.")
+    ] = None,
+    wait_seconds: Annotated[
+        float, typer.Option(min=0.0, help="Longest wait for --wait-for-server.")
+    ] = 300.0,
 ) -> None:
     """Retrain on the latest labelled window; promote the challenger only if it beats the champion.
 
@@ -132,6 +142,7 @@ def retrain(
             alerts_per_day=alerts_per_day, runner=runner, beam_options=tuple(beam_option or ()),
             label_files=tuple(labels or ()),
             train=TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed),
+            wait_for_servers=tuple(wait_for_server or ()), wait_seconds=wait_seconds,
         )
         result = run(config, progress=console.log)
     except InputError as err:

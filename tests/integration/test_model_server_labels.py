@@ -205,3 +205,41 @@ def test_the_clients_ask_by_label(server: ModelServer, model_dir: Path) -> None:
                 client.metadata(label="nope")
         finally:
             client.close()
+
+
+def test_a_label_move_for_the_official_server_loads_the_version_first(
+    server: ModelServer, model_dir: Path, toy_model_cache: Path
+) -> None:
+    """TF Serving refuses to move a label to a version not AVAILABLE: two config changes."""
+    from features import model_registry as registry
+    from features.errors import InputError
+    from scoring.clients.wait import version_state, waiter
+
+    registry.set_canary(model_dir, None)  # stable 1 alone
+    wait_for(lambda: server.manager.serving_versions == [1])
+    shutil.copytree(toy_model_cache / "2", model_dir / ".tmp-3")
+    (model_dir / ".tmp-3").rename(model_dir / "3")
+    grpc_url = f"grpc://127.0.0.1:{server.grpc_port}"
+    wait = waiter([grpc_url, f"http://127.0.0.1:{server.rest_port}"], "fraud", 30)
+    seen: list[tuple[dict[str, int], tuple[int, ...], str]] = []
+
+    def spy(version: int) -> None:
+        during = configs.read(model_dir / "models.config")
+        wait(version)
+        seen.append((dict(during.labels), during.served_versions,
+                     version_state(grpc_url, "fraud", version)))
+
+    change = registry.promote(model_dir, 3, wait=spy)
+    assert seen == [({"stable": 1}, (1, 3), "AVAILABLE")]  # the label moved only afterwards
+    assert change.config.labels == {"stable": 3} and change.config.served_versions == (1, 3)
+    wait_for(lambda: server.manager.labels == {"stable": 3})
+
+    (model_dir / ".tmp-4").mkdir()
+    (model_dir / ".tmp-4" / "saved_model.pb").write_bytes(b"not a graph")
+    (model_dir / ".tmp-4").rename(model_dir / "4")
+    with pytest.raises(InputError, match="did not serve version 4 within 1 s"):
+        registry.promote(model_dir, 4, wait=waiter([grpc_url], "fraud", 1))
+    config = configs.read(model_dir / "models.config")
+    assert config.labels == {"stable": 3} and 4 in config.served_versions
+    assert registry.read_decisions(model_dir)[-1]["action"] == "label_move_abandoned"
+    assert server.manager.labels == {"stable": 3}
