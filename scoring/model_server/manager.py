@@ -132,8 +132,9 @@ class ModelManager:
         self.config_error = ""
         self._base_path = ""
         if self.config_file is not None:
-            self._apply_config(configs.read(self.config_file), initial=True)
-            self._config_text = self.config_file.read_text(encoding="utf-8")
+            config = configs.read(self.config_file)
+            self._apply_config(config, initial=True)
+            self._config_text = configs.format_config(config)  # re-applied only on a change
 
     def start(self) -> None:
         """Load the versions to serve now, then keep polling in a background thread.
@@ -311,6 +312,9 @@ class ModelManager:
             return
         try:
             config = configs.parse(text, str(self.config_file))
+            if configs.format_config(config) == self._config_text:  # same config, other text
+                self._config_text = text
+                return
             self._apply_config(config)
         except configs.ModelConfigError as err:
             self._config_failed(str(err))
