@@ -33,7 +33,8 @@ def model_server(
                           "(default: --poll-seconds; 0: only at start)."),
     ] = None,
     model_name: Annotated[
-        str, typer.Option(envvar="FRAUD_MODEL_NAME", help="Model name clients ask for.")
+        str, typer.Option(envvar="FRAUD_MODEL_NAME",
+                          help="Model name clients ask for (with --model-config: the config's).")
     ] = "fraud",
     grpc_port: Annotated[
         int, typer.Option(envvar="FRAUD_GRPC_PORT", help="gRPC port; 0 picks a free one.")
