@@ -243,3 +243,18 @@ def test_a_label_move_for_the_official_server_loads_the_version_first(
     assert config.labels == {"stable": 3} and 4 in config.served_versions
     assert registry.read_decisions(model_dir)[-1]["action"] == "label_move_abandoned"
     assert server.manager.labels == {"stable": 3}
+
+
+def test_the_command_refuses_a_bad_config_before_loading_anything(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    fraud = str(Path(sys.executable).with_name("fraud"))
+    bad = tmp_path / "models.config"
+    bad.write_text("model_config_list { config { name: 'fraud' base_path: '/nowhere' } }")
+    done = subprocess.run([fraud, "model-server", "--model-config", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "model_platform" in done.stderr
+    both = subprocess.run([fraud, "model-server", "--model-config", str(bad), "--model-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert both.returncode == 2 and "either --model-dir DIR or --model-config FILE" in both.stderr
