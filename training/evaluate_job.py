@@ -73,18 +73,20 @@ class LoadedPeriod:
 
 
 def _load_period(
-    input_path: str | Path, start: date, end: date, model: ModelChoice, *, exclude_known: bool
+    input_path: str | Path, start: date, end: date, model: ModelChoice, *, exclude_known: bool,
+    compromised_since: date | None = None,
 ) -> LoadedPeriod:
     """Read history + period, check the period, compute its features (history replayed first).
 
-    Cards known compromised are those with a fraud from the model's training
-    start (else the first day read) up to ``delay`` days before each day.
+    Cards known compromised are those with a fraud from ``compromised_since``
+    (default: the model's training start, else the first day read) up to
+    ``delay`` days before each day.
     """
     from features.behaviour import BehaviourConfig, compute_features
     from ingest.readers import read_transactions
 
     first = start - timedelta(days=lookback_days(model.delay_days))
-    since = model.train_start or first
+    since = compromised_since or model.train_start or first
     read = read_transactions(input_path, labelled=True, start=min(first, since), end=end)
     table = read.table
     days = table.column(spec.TIMESTAMP).to_numpy().astype("datetime64[D]")
@@ -150,6 +152,7 @@ def evaluate(
     report_dir: str | Path | None = None,
     keep_known_compromised: bool = False,
     progress: Progress | None = None,
+    compromised_since: date | None = None,
 ) -> dict[str, Any]:
     """Score ``[start, end]`` (UTC days, inclusive) with a model version; return the figures.
 
@@ -158,13 +161,17 @@ def evaluate(
     transactions of cards already known compromised on their day (see
     :func:`training.evaluation.known_compromised`) unless ``keep_known_compromised``.
     The label delay and the alert threshold come from the version's metadata.
+    ``compromised_since`` overrides where "known compromised" counts from (the
+    version's training start): models compared on one period then assess
+    exactly the same transactions.
     """
     say = progress or silent
     _check_request(input_path, start, end)
     model = choose_model(model_dir, version)
     say(f"reading {input_path} and computing features ({lookback_days(model.delay_days)} "
         f"days of history before {start})")
-    loaded = _load_period(input_path, start, end, model, exclude_known=not keep_known_compromised)
+    loaded = _load_period(input_path, start, end, model, exclude_known=not keep_known_compromised,
+                          compromised_since=compromised_since)
 
     say(f"scoring {loaded.transactions.num_rows:,} transactions with {model.path}")
     from training.batch_scoring import score_table

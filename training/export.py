@@ -162,14 +162,17 @@ def export(
         extra.mkdir()
         _warmup_requests(warmup_rows, extra / WARMUP_FILE)
         write_metadata(staging, finish_metadata(load_scorer(staging)))
-        return _publish(staging, model_dir)
+        return publish(staging, model_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _publish(staging: Path, model_dir: Path) -> Path:
-    """Rename ``staging`` to the next free version; retry if another writer took it."""
+def publish(staging: Path, model_dir: Path) -> Path:
+    """Rename ``staging`` to the next free version; retry if another writer took it.
+
+    ``staging`` must be on the same file system (a folder inside ``model_dir``).
+    """
     for _ in range(100):
         target = model_dir / str(next_version(model_dir))
         try:

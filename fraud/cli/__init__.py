@@ -46,9 +46,11 @@ def _register() -> None:
     from fraud.cli import model_server
 
     app.command("model-server")(model_server.model_server)
-    from fraud.cli import train
+    from fraud.cli import models, retrain, train
 
     app.command("train")(train.train)
+    app.command("retrain")(retrain.retrain)
+    app.add_typer(models.app, name="models")
     from fraud.cli import score
 
     app.command("score")(score.score)

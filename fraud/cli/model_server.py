@@ -17,11 +17,24 @@ _MiB = 1024 * 1024
 
 def model_server(
     model_dir: Annotated[
-        Path,
-        typer.Option(envvar="FRAUD_MODEL_DIR", help="Model directory: <dir>/<version>/."),
-    ],
+        Path | None,
+        typer.Option(envvar="FRAUD_MODEL_DIR", help="Model directory: <dir>/<version>/; "
+                     "the newest version is served."),
+    ] = None,
+    model_config: Annotated[
+        Path | None,
+        typer.Option(envvar="FRAUD_MODEL_CONFIG",
+                     help="TF Serving model config file (models.config, instead of "
+                          "--model-dir): its versions and labels are served."),
+    ] = None,
+    model_config_poll_seconds: Annotated[
+        float | None,
+        typer.Option(help="How often the model config file is read again "
+                          "(default: --poll-seconds; 0: only at start)."),
+    ] = None,
     model_name: Annotated[
-        str, typer.Option(envvar="FRAUD_MODEL_NAME", help="Model name clients ask for.")
+        str, typer.Option(envvar="FRAUD_MODEL_NAME",
+                          help="Model name clients ask for (with --model-config: the config's).")
     ] = "fraud",
     grpc_port: Annotated[
         int, typer.Option(envvar="FRAUD_GRPC_PORT", help="gRPC port; 0 picks a free one.")
@@ -75,16 +88,21 @@ def model_server(
         float, typer.Option(help="Longest time to receive one REST request (seconds).")
     ] = 30.0,
 ) -> None:
-    """Serve the latest model version over TF Serving's gRPC and REST APIs until stopped.
+    """Serve a model directory over TF Serving's gRPC and REST APIs until stopped.
 
-    Prints "serving model NAME version V on grpc :P rest :Q" on stderr and a JSON
-    line with the ports on stdout once ready; SIGTERM or SIGINT stops it gracefully.
-    Limits and version loading rules: docs/model-server.md.
+    With --model-dir the newest version is served; with --model-config the
+    versions and labels (stable, canary) of TF Serving's model config file,
+    read again whenever it changes. Prints "serving model NAME version V on grpc
+    :P rest :Q" on stderr and a JSON line with the ports on stdout once ready;
+    SIGTERM or SIGINT stops it gracefully. Limits and version loading rules:
+    docs/model-server.md; labels: docs/retraining.md.
     """
     import logging
     import os
 
     from features.model_dir import require_model_dir
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     if poll_seconds <= 0:
         raise InputError(f"--poll-seconds must be > 0, got {poll_seconds}")
@@ -92,7 +110,23 @@ def model_server(
         raise InputError(f"--settle-seconds must be >= 0, got {settle_seconds}")
     if max_load_retries < 0 or load_retry_interval_seconds < 0:
         raise InputError("--max-load-retries and --load-retry-interval-seconds must be >= 0")
-    require_model_dir(model_dir)
+    if (model_dir is None) == (model_config is None):
+        raise InputError("give either --model-dir DIR or --model-config FILE")
+    if model_config_poll_seconds is not None and model_config_poll_seconds < 0:
+        raise InputError("--model-config-poll-seconds must be >= 0")
+    if model_dir is not None:
+        require_model_dir(model_dir)
+        from features.model_config import config_path
+
+        if config_path(model_dir).is_file():
+            logging.getLogger(__name__).warning(
+                "%s holds a model config: serving the newest version instead of its labels "
+                "(pass --model-config %s to serve those)", model_dir, config_path(model_dir))
+    else:
+        assert model_config is not None
+        from features.model_config import read
+
+        read(model_config)  # an unreadable file is an input error, before TensorFlow loads
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from scoring.model_server.limits import Limits
 
@@ -109,10 +143,11 @@ def model_server(
     )
     from scoring.model_server.server import ServerConfig, serve  # imports TensorFlow
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     serve(
         ServerConfig(
             model_dir=model_dir,
+            model_config=model_config,
+            model_config_poll_seconds=model_config_poll_seconds,
             model_name=model_name,
             host=host,
             grpc_port=grpc_port,

@@ -19,6 +19,26 @@ def score(
     model_server: opt.ModelServer = None,
     model_dir: opt.ModelDir = None,
     model_name: opt.ModelName = "fraud",
+    model_label: Annotated[
+        str,
+        typer.Option(
+            envvar="FRAUD_MODEL_LABEL",
+            help="Score with the version this TF Serving version label points at, and follow "
+            "it when it moves (promotion, rollback); a server without the label is followed "
+            "by its latest version, with a warning. Empty: always the latest version.",
+        ),
+    ] = "stable",
+    canary_share: Annotated[
+        float,
+        typer.Option(
+            envvar="FRAUD_CANARY_SHARE", min=0.0, max=1.0,
+            help="Share of events (chosen by a hash of the transaction id) scored by the "
+            "version --canary-label points at, while it is compatible.",
+        ),
+    ] = 0.0,
+    canary_label: Annotated[
+        str, typer.Option(envvar="FRAUD_CANARY_LABEL", help="The canary's version label.")
+    ] = "canary",
     topic: opt.Topic = S.topic,
     group_id: opt.ScorerGroup = S.group_id,
     threshold: Annotated[
@@ -72,6 +92,9 @@ def score(
         exit_when_idle_seconds=exit_when_idle,
         rebuild_state=rebuild_state,
         reason_codes=reason_codes,
+        model_label=model_label or None,
+        canary_label=canary_label,
+        canary_share=canary_share,
     )
     endpoints = Endpoints(
         kafka=KafkaSettings.from_env(bootstrap_servers),

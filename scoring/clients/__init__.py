@@ -12,6 +12,7 @@ from scoring.clients.base import (
     ModelStatus,
     ModelUnavailable,
     Prediction,
+    UnknownLabel,
 )
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "ModelStatus",
     "ModelUnavailable",
     "Prediction",
+    "UnknownLabel",
     "make_client",
 ]
 
@@ -31,10 +33,12 @@ def make_client(
     *,
     timeout_seconds: float = 10.0,
     poll_seconds: float = 2.0,
+    version_label: str | None = None,
 ) -> ModelClient:
     """``grpc://host:port`` -> TF Serving gRPC client; a directory -> in-process model.
 
     ``http://host:port`` -> TF Serving REST client. Anything else is an InputError.
+    ``version_label``: what the client asks for when a call names no version.
     """
     text = str(url_or_dir)
     if text.startswith("grpc://"):
@@ -43,16 +47,19 @@ def make_client(
         target = text.removeprefix("grpc://").rstrip("/")
         if not target:
             raise InputError(f"model server URL has no host:port: {text!r}")
-        return GrpcModelClient(target, model_name, timeout_seconds=timeout_seconds)
+        return GrpcModelClient(target, model_name, timeout_seconds=timeout_seconds,
+                               version_label=version_label)
     if text.startswith(("http://", "https://")):
         from scoring.clients.rest_client import RestModelClient
 
-        return RestModelClient(text, model_name, timeout_seconds=timeout_seconds)
+        return RestModelClient(text, model_name, timeout_seconds=timeout_seconds,
+                               version_label=version_label)
     path = Path(text.removeprefix("file://"))
     if path.is_dir():
         from scoring.clients.inprocess import InProcessModelClient
 
-        return InProcessModelClient(path, model_name, poll_seconds=poll_seconds)
+        return InProcessModelClient(path, model_name, poll_seconds=poll_seconds,
+                                    version_label=version_label)
     raise InputError(
         f"model location must be grpc://HOST:PORT, http://HOST:PORT or a model directory: {text!r}"
     )

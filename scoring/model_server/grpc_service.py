@@ -76,12 +76,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(  # noqa: N802 - the gRPC method name
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
-        """Score a batch with the requested (default: latest) version."""
+        """Score a batch with the requested version or label (default: the latest)."""
 
         def call() -> predict_pb2.PredictResponse:
-            version = protos.requested_version(request.model_spec)
+            version, label = protos.requested(request.model_spec)
             _check_name(self._manager, request.model_spec.name, version)
-            return protos.predict(self._manager.get(version), request, self._max_rows)
+            return protos.predict(self._manager.get(version, label), request, self._max_rows)
 
         return _serve(context, call)
 
@@ -93,9 +93,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         """Return the SignatureDefs of the requested version (field ``signature_def``)."""
 
         def call() -> get_model_metadata_pb2.GetModelMetadataResponse:
-            version = protos.requested_version(request.model_spec)
+            version, label = protos.requested(request.model_spec)
             _check_name(self._manager, request.model_spec.name, version)
-            servable = self._manager.get(version)
+            servable = self._manager.get(version, label)
             response = get_model_metadata_pb2.GetModelMetadataResponse()
             response.model_spec.name = servable.model_name
             response.model_spec.version.value = servable.version
@@ -126,11 +126,15 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         request: get_model_status_pb2.GetModelStatusRequest,
         context: grpc.ServicerContext,
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        """Status of every version, or of the requested one; NOT_FOUND as TF Serving."""
+        """Status of every version, or of the requested one; NOT_FOUND as TF Serving.
+
+        A label asks for the status of the version it points at (the official
+        server ignores the label here and answers for every version).
+        """
 
         def call() -> get_model_status_pb2.GetModelStatusResponse:
-            version = protos.requested_version(request.model_spec)
-            statuses = model_statuses(self._manager, request.model_spec.name, version)
+            version, label = protos.requested(request.model_spec)
+            statuses = model_statuses(self._manager, request.model_spec.name, version, label)
             response = get_model_status_pb2.GetModelStatusResponse()
             for status in statuses:
                 item = response.model_version_status.add()
@@ -144,9 +148,20 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return _serve(context, call)
 
 
-def model_statuses(manager: ModelManager, name: str, version: int | None) -> list[VersionStatus]:
-    """List the statuses GetModelStatus reports; NOT_FOUND with TF Serving's messages."""
+def model_statuses(
+    manager: ModelManager, name: str, version: int | None, label: str | None = None
+) -> list[VersionStatus]:
+    """List the statuses GetModelStatus reports; NOT_FOUND with TF Serving's messages.
+
+    ``label``: the status of the version it points at (INVALID_ARGUMENT if unknown).
+    """
     statuses = manager.statuses() if name == manager.model_name else []
+    if label is not None and name == manager.model_name:
+        version = manager.label_target(label)
+        if version is None:
+            raise ServingError(
+                "INVALID_ARGUMENT", f"Unrecognized servable version label: {shorten(label)}"
+            )
     if version is not None:
         statuses = [s for s in statuses if s.version == version]
         if not statuses:

@@ -1,8 +1,19 @@
-"""Which version of a model is served: TF Serving's latest-version policy over a directory.
+"""Which versions of a model are served: TF Serving's version policies over a directory.
 
-The manager polls the model directory; when a newer version appears it loads
-it (and runs its warmup requests) *before* switching requests to it, then
-unloads the old one (availability-preserving, ``model_version_policy latest 1``).
+The manager polls the model directory. By default (no model config, or
+``model_version_policy latest 1``) it serves the newest version: when a newer
+one appears it loads it (and runs its warmup requests) *before* switching
+requests to it, then unloads the old one (availability-preserving).
+
+With a model config (``features.model_config``: TF Serving's ``models.config``)
+it serves the versions the policy names (``specific``, ``all``, ``latest N``)
+and resolves version labels (``stable``, ``canary``). Versions are loaded
+before the ones they replace are unloaded. A label points at its version
+once that version is AVAILABLE; until then it keeps pointing where it did (so
+a config that adds a version and moves a label to it in one change is served
+without a gap; the official server refuses such a change, see
+docs/retraining.md). The config file is polled and re-applied when it changes;
+a file that cannot be parsed leaves the previous config in force.
 
 A version folder is loaded only once it is complete, which a poll cannot know
 for sure (TF Serving's answer is that writers publish atomically: write
@@ -29,12 +40,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from features import model_config as configs
 from features.model_dir import list_versions, version_path
-from scoring.model_server.errors import ServingError, servable_not_found
+from scoring.model_server.errors import ServingError, servable_not_found, shorten
 from scoring.model_server.servable import Servable
 from scoring.model_server.warmup import run_warmup
 
@@ -84,6 +97,10 @@ class ModelManager:
         max_load_retries: int = 5,
         load_retry_interval: float = 60.0,
         settle_seconds: float | None = None,
+        policy: configs.VersionPolicy | None = None,
+        labels: Mapping[str, int] | None = None,
+        config_file: str | Path | None = None,
+        config_poll_seconds: float | None = None,
     ) -> None:
         self.model_name = model_name
         self.model_dir = Path(model_dir)
@@ -94,15 +111,33 @@ class ModelManager:
         self.load_retry_interval = load_retry_interval
         self._warmup = warmup
         self._lock = threading.Lock()
-        self._current: Servable | None = None
+        #: The versions served now (replaced whole, never mutated: lock-free lookups).
+        self._served: dict[int, Servable] = {}
         self._statuses: dict[int, VersionStatus] = {}
         self._listings: dict[int, Listing] = {}
         self._failures: dict[int, _Failure] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.policy = policy or configs.VersionPolicy()
+        #: Labels as configured, and as resolved (to AVAILABLE versions only).
+        self._wanted_labels: dict[str, int] = dict(labels or {})
+        self._labels: dict[str, int] = {}
+        self.config_file = None if config_file is None else Path(config_file)
+        self.config_poll_seconds = (
+            poll_seconds if config_poll_seconds is None else config_poll_seconds
+        )
+        self._config_text: str | None = None
+        self._config_checked_at = 0.0
+        #: Why the config file in force is not the one on disk (empty when it is).
+        self.config_error = ""
+        self._base_path = ""
+        if self.config_file is not None:
+            config = configs.read(self.config_file)
+            self._apply_config(config, initial=True)
+            self._config_text = configs.format_config(config)  # re-applied only on a change
 
     def start(self) -> None:
-        """Load the latest complete version now, then keep polling in a background thread.
+        """Load the versions to serve now, then keep polling in a background thread.
 
         A version that is not quiet yet (just copied) is waited for once, up to
         ``settle_seconds``, so that a server started next to a fresh export serves it.
@@ -118,25 +153,59 @@ class ModelManager:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop polling and drop the served version."""
+        """Stop polling and drop the served versions."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         with self._lock:
-            self._current = None
+            self._served = {}
+            self._labels = {}
 
-    def get(self, version: int | None = None) -> Servable:
-        """Return the servable for ``version`` (None: latest); NOT_FOUND if not loaded."""
-        current = self._current
-        if current is None or (version is not None and version != current.version):
+    def get(self, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable for ``version`` or ``label`` (neither: the latest); NOT_FOUND if none.
+
+        An unknown label is INVALID_ARGUMENT, as in TF Serving; a configured label
+        whose version is not loaded (yet) is NOT_FOUND (transient for clients).
+        """
+        served = self._served
+        if label is not None:
+            if label not in self._wanted_labels:
+                raise ServingError(
+                    "INVALID_ARGUMENT", f"Unrecognized servable version label: {shorten(label)}"
+                )
+            version = self._labels.get(label, self._wanted_labels[label])
+            if version not in served:
+                raise servable_not_found(self.model_name, version)
+            return served[version]
+        if version is None:
+            if not served:
+                raise servable_not_found(self.model_name, None)
+            return served[max(served)]
+        if version not in served:
             raise servable_not_found(self.model_name, version)
-        return current
+        return served[version]
 
     @property
     def serving_version(self) -> int | None:
-        """The version requests go to now, or None before any version loaded."""
-        current = self._current
-        return current.version if current else None
+        """The newest version served now (what "latest" requests get), or None."""
+        served = self._served
+        return max(served) if served else None
+
+    @property
+    def serving_versions(self) -> list[int]:
+        """Every version served now, ascending."""
+        return sorted(self._served)
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """The labels as resolved now: each points at an AVAILABLE version."""
+        return dict(self._labels)
+
+    def label_target(self, label: str) -> int | None:
+        """The version the label resolves to now, else the one configured; None if unknown."""
+        if label not in self._wanted_labels:
+            return None
+        return self._labels.get(label, self._wanted_labels[label])
 
     def statuses(self) -> list[VersionStatus]:
         """Every version seen so far, newest first (what GetModelStatus reports)."""
@@ -144,16 +213,27 @@ class ModelManager:
             return sorted(self._statuses.values(), key=lambda s: s.version, reverse=True)
 
     def poll(self) -> None:
-        """One pass: serve the newest loadable version on disk, unloading the one it replaces.
+        """One pass: re-read the config file if due, serve what the policy asks, resolve labels."""
+        self._maybe_reload_config()
+        versions = list_versions(self.model_dir)
+        self._forget_missing(set(versions))
+        if self.policy.latest_one:
+            self._poll_latest(versions)
+        else:
+            self._poll_set(versions)
+        self._resolve_labels()
+
+    def _poll_latest(self, versions: list[int]) -> None:
+        """Serve the newest loadable version on disk, unloading the one it replaces.
 
         Versions newer than the served one are considered newest first; one that is
         not quiet yet, or failed and waits for its retry, or ran out of retries, is
         passed over for an older one (still newer than the served one, or any when
         the served one was removed from disk).
         """
-        versions = list_versions(self.model_dir)
-        self._forget_missing(set(versions))
-        current = self._current
+        current = self._newest()
+        if current is not None and len(self._served) > 1:
+            self._swap(current)  # a config change from several versions to latest 1
         for version in reversed(versions):
             if current is not None and version == current.version:
                 return
@@ -171,12 +251,115 @@ class ModelManager:
             log.info("model %s version %d removed from disk", self.model_name, current.version)
             self._swap(None)
 
+    def _poll_set(self, versions: list[int]) -> None:
+        """Serve every version the policy names: load the missing ones, then unload the rest.
+
+        Versions no longer wanted are unloaded once at least one wanted version is
+        served, or at once when none of the wanted versions is on disk.
+        """
+        wanted = self.policy.aspired(versions)
+        served = self._served
+        for version in reversed(wanted):
+            if version in served:
+                continue
+            listing = self._observe(version)
+            if listing is None:
+                self._set(version, VersionState.START)
+                continue
+            if not self._may_load(version, listing):
+                continue
+            servable = self._load(version, listing)
+            if servable is not None:
+                self._add(servable)
+        served = self._served
+        if any(v in served for v in wanted) or not wanted:
+            for version in [v for v in served if v not in wanted]:
+                why = "removed from disk" if version not in versions else "no longer configured"
+                log.info("model %s version %d %s", self.model_name, version, why)
+                self._remove(version)
+
+    def _resolve_labels(self) -> None:
+        """Point each label at its version once AVAILABLE; until then keep its old version."""
+        served = self._served
+        resolved: dict[str, int] = {}
+        for label, target in self._wanted_labels.items():
+            before = self._labels.get(label)
+            if target in served:
+                resolved[label] = target
+                if before != target:
+                    log.info("model %s label %s now points at version %d%s", self.model_name,
+                             label, target, "" if before is None else f" (was {before})")
+            elif before is not None and before in served:
+                resolved[label] = before
+        with self._lock:
+            self._labels = resolved
+
+    # -- the config file -------------------------------------------------------
+
+    def _maybe_reload_config(self) -> None:
+        if self.config_file is None or self.config_poll_seconds <= 0:
+            return
+        now = time.monotonic()
+        if now - self._config_checked_at < self.config_poll_seconds:
+            return
+        self._config_checked_at = now
+        try:
+            text = self.config_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            self._config_failed(f"cannot read {self.config_file}: {err}")
+            return
+        if text == self._config_text:
+            return
+        try:
+            config = configs.parse(text, str(self.config_file))
+            if configs.format_config(config) == self._config_text:  # same config, other text
+                self._config_text = text
+                return
+            self._apply_config(config)
+        except configs.ModelConfigError as err:
+            self._config_failed(str(err))
+        else:
+            self.config_error = ""
+        self._config_text = text
+
+    def _config_failed(self, reason: str) -> None:
+        if reason != self.config_error:
+            log.error("model config not applied, the previous one stays in force: %s", reason)
+        self.config_error = reason
+
+    def _apply_config(self, config: configs.ModelConfig, *, initial: bool = False) -> None:
+        """Take the policy and labels of ``config`` (name and base path are fixed at start)."""
+        if not initial:
+            if config.name != self.model_name:
+                raise configs.ModelConfigError(
+                    f"{self.config_file}: the model name changed from {self.model_name!r} to "
+                    f"{config.name!r}; restart the server to serve another model")
+            if config.base_path != self._base_path:
+                raise configs.ModelConfigError(
+                    f"{self.config_file}: base_path changed to {config.base_path!r}; restart "
+                    "the server to serve another directory")
+        if not initial and (config.policy != self.policy or
+                            dict(config.labels) != self._wanted_labels):
+            log.info("model config reloaded: %s, labels %s", config.policy.describe(),
+                     dict(config.labels))
+        self.policy = config.policy
+        self._wanted_labels = dict(config.labels)
+        if initial:
+            self._base_path = config.base_path
+            self.model_name = config.name
+
+    # -- polling internals -----------------------------------------------------
+
     def _run(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.poll()
             except Exception:  # the poller must outlive any one bad pass
                 log.exception("polling %s failed", self.model_dir)
+
+    def _newest(self) -> Servable | None:
+        served = self._served
+        return served[max(served)] if served else None
 
     def _forget_missing(self, on_disk: set[int]) -> None:
         for version in [v for v in self._listings if v not in on_disk]:
@@ -204,11 +387,14 @@ class ModelManager:
 
     def _settle_wait(self) -> float | None:
         """Seconds until a version that is not quiet may be (for ``start``), or None."""
-        current = self._current
+        current = self._newest()
+        served = self._served
         pending = [
             v
             for v in self._listings
-            if v not in self._failures and (current is None or v > current.version)
+            if v not in self._failures
+            and v not in served
+            and (not self.policy.latest_one or current is None or v > current.version)
         ]
         if not pending or self.settle_seconds <= 0:
             return None
@@ -288,8 +474,10 @@ class ModelManager:
         self._set(version, VersionState.END, message)
 
     def _swap(self, servable: Servable | None) -> None:
+        """Serve ``servable`` alone (None: nothing), unloading every other version."""
         with self._lock:
-            old, self._current = self._current, servable
+            old = self._served
+            self._served = {} if servable is None else {servable.version: servable}
             if servable is not None:
                 self._statuses[servable.version] = VersionStatus(
                     servable.version, VersionState.AVAILABLE
@@ -300,10 +488,27 @@ class ModelManager:
                     if v < servable.version and s.state is VersionState.START
                 ]:
                     del self._statuses[version]  # passed over: no longer aspired
-            if old is not None:
-                self._statuses[old.version] = VersionStatus(old.version, VersionState.END)
-        if old is not None:
-            log.info("unloaded model %s version %d", self.model_name, old.version)
+            for version in old:
+                if servable is None or version != servable.version:
+                    self._statuses[version] = VersionStatus(version, VersionState.END)
+        for version in sorted(old):
+            if servable is None or version != servable.version:
+                log.info("unloaded model %s version %d", self.model_name, version)
+
+    def _add(self, servable: Servable) -> None:
+        """Serve ``servable`` besides the versions served already."""
+        with self._lock:
+            self._served = {**self._served, servable.version: servable}
+            self._statuses[servable.version] = VersionStatus(
+                servable.version, VersionState.AVAILABLE
+            )
+
+    def _remove(self, version: int) -> None:
+        """Stop serving ``version`` (in-flight requests keep their reference and finish)."""
+        with self._lock:
+            self._served = {v: s for v, s in self._served.items() if v != version}
+            self._statuses[version] = VersionStatus(version, VersionState.END)
+        log.info("unloaded model %s version %d", self.model_name, version)
 
 
 def _listing(folder: Path) -> Listing | None:

@@ -47,10 +47,22 @@ def start(
     stderr: IO[bytes] | int = subprocess.DEVNULL,
 ) -> ModelServerProcess:
     """Start the server on ``model_dir`` (port 0: a free one) and wait until it is ready."""
+    return start_command(["--model-dir", str(model_dir), *args], grpc_port=grpc_port,
+                         rest_port=rest_port, stderr=stderr)
+
+
+def start_command(
+    args: Sequence[str],
+    *,
+    grpc_port: int = 0,
+    rest_port: int = 0,
+    stderr: IO[bytes] | int = subprocess.DEVNULL,
+) -> ModelServerProcess:
+    """Start ``fraud model-server ARGS`` (e.g. ``--model-config FILE``) and wait until ready."""
     fraud = str(Path(sys.executable).with_name("fraud"))
     command: Sequence[str] = [
-        fraud, "model-server", "--model-dir", str(model_dir),
-        "--grpc-port", str(grpc_port), "--rest-port", str(rest_port), *args,
+        fraud, "model-server", *args,
+        "--grpc-port", str(grpc_port), "--rest-port", str(rest_port),
     ]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=stderr,
@@ -72,5 +84,17 @@ def model_server_process(
     server = start(model_dir, *args, stderr=stderr)
     try:
         yield server.grpc_port
+    finally:
+        server.stop()
+
+
+@contextmanager
+def model_server_command(
+    args: Sequence[str], *, stderr: IO[bytes] | int = subprocess.DEVNULL
+) -> Iterator[dict[str, Any]]:
+    """``fraud model-server ARGS`` on free ports; yields its ready JSON (ports, versions)."""
+    server = start_command(args, stderr=stderr)
+    try:
+        yield server.ready
     finally:
         server.stop()

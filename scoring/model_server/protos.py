@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import model_pb2, predict_pb2
 
-from scoring.model_server.errors import ServingError, shorten
+from scoring.model_server.errors import ServingError
 from scoring.model_server.limits import Limits
 from scoring.model_server.servable import Servable, Signature, check_input_aliases
 
@@ -36,12 +36,12 @@ _FIXED: dict[int, tuple[np.dtype[Any], str]] = {
 _SHOWN_DIMS = 8
 
 
-def requested_version(spec: model_pb2.ModelSpec) -> int | None:
-    """Return the version a ModelSpec asks for (None: latest); no labels are configured."""
-    if spec.WhichOneof("version_choice") == "version_label":
-        label = shorten(spec.version_label)
-        raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}")
-    return spec.version.value if spec.HasField("version") else None
+def requested(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
+    """The version and the label a ModelSpec asks for (both None: the latest)."""
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version_label":
+        return None, spec.version_label
+    return (spec.version.value if choice == "version" else None), None
 
 
 def predict(

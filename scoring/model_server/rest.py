@@ -1,9 +1,10 @@
 """TF Serving's REST API v1 (status, metadata, predict) over a ModelManager.
 
 Routes, as TF Serving serves them:
-``GET /v1/models/<name>[/versions/<v>]``, ``GET /v1/models/<name>[/versions/<v>]/metadata``,
-``POST /v1/models/<name>[/versions/<v>]:predict`` with the row (``instances``) or the
-columnar (``inputs``) request format. Errors are ``{"error": "<message>"}``.
+``GET /v1/models/<name>[/versions/<v>|/labels/<label>]``, the same followed by
+``/metadata``, and ``POST /v1/models/<name>[/versions/<v>|/labels/<label>]:predict``
+with the row (``instances``) or the columnar (``inputs``) request format. Errors
+are ``{"error": "<message>"}``.
 
 Hostile clients are bounded (``Limits``, docs/model-server.md): at most
 ``rest_max_connections`` connections get a handler thread (the next ones get 503);
@@ -46,7 +47,7 @@ from scoring.model_server.servable import Servable, Signature, check_input_alias
 log = logging.getLogger(__name__)
 
 _ROUTE = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|(?P<verb>:[a-z]+))?/?$"
 )
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
@@ -374,17 +375,17 @@ class _Handler(BaseHTTPRequestHandler):
         match = _ROUTE.match(self.path.split("?", 1)[0])
         if match is None:
             raise ServingError("NOT_FOUND", f"Malformed request: {method} {shorten(self.path)}")
-        name, verb = match["name"], match["verb"]
+        name, verb, label = match["name"], match["verb"], match["label"]
         version = int(match["version"]) if match["version"] else None
         manager = self.server.manager
         if method == "GET" and verb is None and not match["metadata"]:
-            return {"model_version_status": _status_json(manager, name, version)}
+            return {"model_version_status": _status_json(manager, name, version, label)}
         if name != manager.model_name:
             raise servable_not_found(name, version)
         if method == "GET" and match["metadata"]:
-            return _metadata_json(manager.get(version))
+            return _metadata_json(manager.get(version, label))
         if method == "POST" and verb == ":predict":
-            servable = manager.get(version)
+            servable = manager.get(version, label)
             with self.server.worker(self._reader.remaining()):
                 return _predict_json(servable, _parse_json(raw), self.server.limits.max_batch_rows)
         if method == "POST" and verb in (":classify", ":regress"):
@@ -428,14 +429,16 @@ def _parse_json(raw: bytes) -> Any:
     raise ServingError("INVALID_ARGUMENT", message)
 
 
-def _status_json(manager: ModelManager, name: str, version: int | None) -> list[dict[str, Any]]:
+def _status_json(
+    manager: ModelManager, name: str, version: int | None, label: str | None
+) -> list[dict[str, Any]]:
     return [
         {
             "version": str(s.version),
             "state": s.state.value,
             "status": {"error_code": "UNKNOWN" if s.error else "OK", "error_message": s.error},
         }
-        for s in model_statuses(manager, name, version)
+        for s in model_statuses(manager, name, version, label)
     ]
 
 

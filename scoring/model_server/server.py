@@ -8,13 +8,14 @@ import signal
 import sys
 import threading
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+from features import model_config as model_configs
 from features.errors import InputError
 from features.model_dir import require_model_dir
 from scoring.model_server.grpc_service import ModelService, PredictionService
@@ -27,9 +28,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Settings of one model server. Port 0 means "pick a free port"."""
+    """Settings of one model server. Port 0 means "pick a free port".
 
-    model_dir: Path
+    Either ``model_dir`` (and ``model_name``): the newest version is served; or
+    ``model_config``, TF Serving's model config file: its name, base path,
+    version policy and labels are served, and the file is polled every
+    ``model_config_poll_seconds`` (None: ``poll_seconds``; 0: read once).
+    """
+
+    model_dir: Path | None = None
     model_name: str = "fraud"
     host: str = "127.0.0.1"
     grpc_port: int = 8500
@@ -42,20 +49,33 @@ class ServerConfig:
     max_load_retries: int = 5
     load_retry_interval: float = 60.0
     limits: Limits = field(default_factory=Limits)
+    model_config: Path | None = None
+    model_config_poll_seconds: float | None = None
 
 
 class ModelServer:
     """Starts and stops the manager, the gRPC server and the REST server together."""
 
     def __init__(self, config: ServerConfig) -> None:
+        name, model_dir = config.model_name, config.model_dir
+        if config.model_config is not None:
+            if model_dir is not None:
+                raise InputError("give either a model directory or a model config file")
+            served = model_configs.read(config.model_config)
+            name, model_dir = served.name, served.base_dir()
+            config = replace(config, model_name=name)
+        elif model_dir is None:
+            raise InputError("give a model directory or a model config file")
         self.config = config
         self.manager = ModelManager(
-            config.model_name,
-            require_model_dir(config.model_dir),
+            name,
+            require_model_dir(model_dir),
             config.poll_seconds,
             max_load_retries=config.max_load_retries,
             load_retry_interval=config.load_retry_interval,
             settle_seconds=config.settle_seconds,
+            config_file=config.model_config,
+            config_poll_seconds=config.model_config_poll_seconds,
         )
         self.grpc_port = 0
         self.rest_port = 0
@@ -122,10 +142,18 @@ class ModelServer:
 
     def ready_line(self) -> str:
         """Return the human-readable "serving ..." line printed when ready."""
-        version = self.manager.serving_version
+        versions = self.manager.serving_versions
+        if not versions:
+            served = "version none (waiting for one)"
+        elif len(versions) == 1:
+            served = f"version {versions[0]}"
+        else:
+            served = f"versions {', '.join(map(str, versions))}"
+        labels = self.manager.labels
+        if labels:
+            served += " (" + ", ".join(f"{k} -> {v}" for k, v in sorted(labels.items())) + ")"
         return (
-            f"serving model {self.config.model_name} version "
-            f"{version if version is not None else 'none (waiting for one)'} "
+            f"serving model {self.config.model_name} {served} "
             f"on grpc :{self.grpc_port} rest :{self.rest_port}"
         )
 
@@ -135,6 +163,8 @@ class ModelServer:
             {
                 "model_name": self.config.model_name,
                 "version": self.manager.serving_version,
+                "versions": self.manager.serving_versions,
+                "labels": self.manager.labels,
                 "host": self.config.host,
                 "grpc_port": self.grpc_port,
                 "rest_port": self.rest_port,

@@ -44,7 +44,7 @@ def predict_rows(
                 pending += [rows[half:], rows[:half]]
             continue
         scores[rows] = prediction.scores
-        versions[rows] = prediction.model_version
+        versions[rows] = prediction.versions()  # a canary split scores rows with two
     return scores, versions, sorted(rejected, key=lambda r: r[0])
 
 

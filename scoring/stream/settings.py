@@ -34,6 +34,11 @@ class ScorerSettings:
     checkpoint_timeout_seconds: float = 120.0
     #: How often the scorer asks the model server whether a new version is served.
     model_follow_seconds: float = 5.0
+    #: The TF Serving version label to score with (None: the latest served version).
+    model_label: str | None = "stable"
+    #: The label of the canary version, and the share of events (by transaction id) it scores.
+    canary_label: str = "canary"
+    canary_share: float = 0.0
     #: While holding (no usable model or state), how often it checks again.
     hold_check_seconds: float = 5.0
     #: Without a usable checkpoint: rebuild the state from history and replay the
@@ -59,5 +64,7 @@ class ScorerSettings:
             raise InputError("--checkpoint-seconds must be > 0")
         if self.checkpoint_timeout_seconds <= 0 or self.hold_check_seconds <= 0:
             raise InputError("--checkpoint-timeout-seconds and hold checks must be > 0")
+        if not 0.0 <= self.canary_share <= 1.0:
+            raise InputError(f"--canary-share must be within [0, 1], got {self.canary_share}")
         if self.labels_topic == self.topic or self.dlq_topic == self.topic:
             raise InputError("the labels and dead-letter topics must differ from --topic")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from features.behaviour import BehaviourConfig
+from features.model_config import STABLE
 from ingest.kafka_io import DEFAULT_PARTITIONS, KafkaSettings, check_reachable, ensure_topics
 from scoring.clients import make_client
 from scoring.clients.base import ModelUnavailable
@@ -42,10 +43,14 @@ class StageEndpoints:
 def model_config(
     model: str, model_name: str, stop: Any, wait_seconds: float = 5.0
 ) -> BehaviourConfig | None:
-    """The behavioural configuration of the served model (waits while none is served)."""
+    """The behavioural configuration of the served model (waits while none is served).
+
+    The version labelled ``stable`` when the server has that label (a canary or
+    a refused version may be newer), else the latest.
+    """
     client = make_client(model, model_name)
     try:
-        served = ServedModel(client)
+        served = ServedModel(client, label=STABLE)
         while not stop.is_set():
             try:
                 return served.bind().metadata.behaviour

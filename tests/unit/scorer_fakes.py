@@ -408,7 +408,12 @@ def make_scorer(
         dlq,
         store,
         partition_store,
-        ServedModel(model, fixed_threshold=config.threshold, follow_seconds=0.0),
+        ServedModel(
+            model, fixed_threshold=config.threshold, follow_seconds=0.0,
+            # Only a fake that knows labels is asked by label (FakeModel serves "latest").
+            label=config.model_label if hasattr(model, "labels") else None,
+            canary_label=config.canary_label, canary_share=config.canary_share,
+        ),
         TerminalReplica(FakeFollower(publisher), stage_store),
         history=history,
     )
