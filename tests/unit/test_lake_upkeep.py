@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -112,13 +111,18 @@ def test_a_compaction_cut_short_at_any_step_reads_once_and_recovers(tmp_path: Pa
 
 
 _KILLABLE = """
-import random, sys, time
+import os, random, signal, sys
 from pathlib import Path
 from ingest import lake
 random.seed(int(sys.argv[2]))
-def pause(step):
-    time.sleep(random.uniform(0, 0.01))
-lake.compact(Path(sys.argv[1]), min_files=2, on_step=pause)
+doomed = random.randint(1, 12)  # SIGKILL at this step (if the compaction gets that far)
+steps = 0
+def step(name):
+    global steps
+    steps += 1
+    if steps == doomed:
+        os.kill(os.getpid(), signal.SIGKILL)
+lake.compact(Path(sys.argv[1]), min_files=2, on_step=step)
 """
 
 
@@ -126,7 +130,6 @@ def test_kill_9_at_random_points_of_compaction_loses_and_repeats_nothing(tmp_pat
     root = tmp_path / "lake"
     n = small_files_lake(root, batches=60, per_batch=5)
     before = lake_records(root)
-    rng = random.Random(5)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     kills = 0
     for attempt in range(12):
@@ -136,11 +139,8 @@ def test_kill_9_at_random_points_of_compaction_loses_and_repeats_nothing(tmp_pat
         before[0][f"t{10_000 + attempt}"] += 1
         child = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(root), str(attempt)],
                                  env=env)
-        time.sleep(rng.uniform(0.3, 1.5))  # the interpreter's start takes ~0.3 s
-        if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
+        if child.wait(120) == -signal.SIGKILL:  # killed at its doomed step
             kills += 1
-        child.wait()
         assert lake_records(root) == before, f"attempt {attempt}"
     lake.compact(root, min_files=2)
     assert lake_records(root) == before
